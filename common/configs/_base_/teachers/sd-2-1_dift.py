@@ -1,0 +1,11 @@
+# Stable Diffusion 2.1 (768 px) in DIFT's setting: up_blocks.1 at t=261, 8 noise draws, empty prompt.
+teacher = dict(
+    type='DiffusionTeacher',
+    pretrained='stabilityai/stable-diffusion-2-1',
+    layers=['up_blocks.1'],
+    timesteps=[261],
+    noise='forward',
+    ensemble=8,
+    prompt='',
+    latent='mean',
+    dtype='float16')

@@ -1,0 +1,336 @@
+"""``DiffusionTeacher``: a frozen diffusion UNet that returns named features at chosen timesteps.
+
+``teacher(images)`` takes images in [-1, 1] (or normalised as ``input_norm`` says) and returns
+``{'{layer}@{t}': tensor [B, C, H, W]}``. All timesteps and ensemble members of a batch run as one
+batched UNet call (``max_batch_size`` splits it when memory is short), features are captured by
+forward hooks and the forward stops after the last requested module.
+
+The diffusion model is held outside the module tree: its weights never appear in
+``state_dict()`` or ``parameters()`` (so never in a student checkpoint or an optimizer), and it
+follows the owner's ``.to(device)`` while keeping its configured dtype.
+"""
+import logging
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+
+from .errors import TeacherConfigError
+from .feature_cache import FeatureCache, make_key, module_fingerprint, tensor_digest
+from .feature_hooks import FeatureRecorder, resolve_modules
+from .loading import load_diffusion_components
+
+DTYPES = dict(float32=torch.float32, float16=torch.float16, bfloat16=torch.bfloat16)
+NOISE_MODES = ('forward', 'none')
+LATENT_MODES = ('mean', 'sample')
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@MODELS.register_module()
+class DiffusionTeacher(BaseModule):
+    """A frozen diffusion model used as a feature extractor.
+
+    Args:
+        pretrained (str): a diffusers pipeline folder or hub id (pixel DDPM: ``unet/`` +
+            ``scheduler/``; Stable Diffusion 1.x/2.x/XL: also ``vae/``, ``text_encoder(_2)/``,
+            ``tokenizer(_2)/``), or a bare ``UNet2DModel`` folder.
+        layers (list[str]): module paths inside the UNet, e.g. ``'mid_block.resnets.1.conv2'``.
+        timesteps (list[int]): diffusion timesteps, each in ``[0, num_train_timesteps)``.
+        noise (str): ``'forward'``: ``x_t = scheduler.add_noise(x0, eps, t)`` (the papers);
+            ``'none'``: the clean ``x0`` is fed with ``t`` (the released RepFusion code).
+        ensemble (int): noise draws averaged per image (DIFT uses 8).
+        seed (int | None): when set, the ensemble's noise is drawn once from this seed and shared
+            by every image and timestep (deterministic features, as SD-DINO/ddpm-segmentation).
+        prompt (str): text for text-conditioned UNets; encoded once and cached.
+        dtype (str): ``'float32'``, ``'float16'`` or ``'bfloat16'``. Features are returned as
+            float32 whatever the compute dtype.
+        latent (str): latent models encode with the VAE's posterior ``'mean'`` or a ``'sample'``.
+        input_norm (dict | None): ``dict(mean=[...], std=[...])`` in 0-255 units when the images
+            given are normalised that way (as by a data preprocessor); undone to [-1, 1].
+        class_label (int | None): label fed to class-conditional UNets when none is passed.
+        max_batch_size (int | None): largest UNet batch (timesteps x ensemble x images) per call.
+        cache_dir (str | None): on-disk feature cache; needs ``noise='none'`` or a ``seed``.
+        early_exit (bool): stop the UNet after the last requested module (default True).
+    """
+
+    def __init__(self,
+                 pretrained,
+                 layers,
+                 timesteps,
+                 noise='forward',
+                 ensemble=1,
+                 seed=None,
+                 prompt='',
+                 dtype='float32',
+                 latent='mean',
+                 input_norm=None,
+                 class_label=None,
+                 max_batch_size=None,
+                 cache_dir=None,
+                 early_exit=True,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self._check_options(noise, dtype, latent, ensemble)
+        self.pretrained = pretrained
+        self.layers = _as_list(layers)
+        self.timesteps = [int(t) for t in _as_list(timesteps)]
+        self.noise = noise
+        self.ensemble = int(ensemble) if noise == 'forward' else 1
+        if noise == 'none' and ensemble != 1:
+            print_log(f"noise='none' makes every ensemble member identical; ensemble={ensemble} "
+                      f'is reduced to 1.', logger='current', level=logging.WARNING)
+        self.seed = seed
+        self.prompt = prompt
+        self.dtype_name = dtype
+        self.compute_dtype = DTYPES[dtype]
+        self.latent = latent
+        self.class_label = class_label
+        self.max_batch_size = max_batch_size
+        self.early_exit = early_exit
+        if input_norm is not None:
+            self.register_buffer('_norm_mean', torch.tensor(input_norm['mean']).view(1, -1, 1, 1),
+                                 persistent=False)
+            self.register_buffer('_norm_std', torch.tensor(input_norm['std']).view(1, -1, 1, 1),
+                                 persistent=False)
+        self.input_norm = input_norm
+
+        # Held in a plain dict: not registered as submodules (see the module docstring).
+        self._parts = load_diffusion_components(pretrained, dtype=self.compute_dtype)
+        for module in self._parts.modules().values():
+            if module is not None:
+                module.eval().requires_grad_(False)
+        self._check_timesteps()
+        self._layer_modules = resolve_modules(self.unet, self.layers)
+        self._text_cache = None
+        self._fingerprint = None
+        if cache_dir is not None and noise == 'forward' and seed is None:
+            raise TeacherConfigError(
+                "A feature cache needs deterministic features: set noise='none' or a fixed seed "
+                '(e.g. seed=0), or remove cache_dir.')
+        self.cache = FeatureCache(cache_dir) if cache_dir is not None else None
+
+    # ------------------------------------------------------------------ set-up and properties
+    @staticmethod
+    def _check_options(noise, dtype, latent, ensemble):
+        for name, value, allowed in (('noise', noise, NOISE_MODES), ('dtype', dtype, tuple(DTYPES)),
+                                     ('latent', latent, LATENT_MODES)):
+            if value not in allowed:
+                raise TeacherConfigError(f'DiffusionTeacher {name}={value!r} is not one of {allowed}.')
+        if int(ensemble) < 1:
+            raise TeacherConfigError(f'DiffusionTeacher ensemble must be >= 1, got {ensemble}.')
+
+    def _check_timesteps(self):
+        steps = self.num_train_timesteps
+        bad = [t for t in self.timesteps if not 0 <= t < steps]
+        if bad or not self.timesteps:
+            raise TeacherConfigError(
+                f'Timesteps {bad or self.timesteps} are outside this teacher\'s range: its '
+                f'scheduler has num_train_timesteps={steps}, so valid timesteps are 0..{steps - 1}.')
+
+    @property
+    def unet(self):
+        return self._parts.unet
+
+    @property
+    def vae(self):
+        return self._parts.vae
+
+    @property
+    def noise_scheduler(self):
+        return self._parts.noise_scheduler
+
+    @property
+    def num_train_timesteps(self):
+        return int(self.noise_scheduler.config.num_train_timesteps)
+
+    @property
+    def vae_scale_factor(self):
+        if self.vae is None:
+            return 1
+        return 2**(len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self):
+        """The input image size (pixels) the teacher was trained at."""
+        size = self.unet.config.sample_size
+        size = size if isinstance(size, (list, tuple)) else (size, size)
+        return tuple(int(s) * self.vae_scale_factor for s in size)
+
+    @property
+    def feature_keys(self):
+        return [f'{layer}@{t}' for layer in self.layers for t in self.timesteps]
+
+    @property
+    def device(self):
+        return next(self.unet.parameters()).device
+
+    def _apply(self, fn, *args, **kwargs):
+        # Move the hidden diffusion model with the owner, then restore its configured dtype.
+        super()._apply(fn, *args, **kwargs)
+        for module in self._parts.modules().values():
+            if module is not None:
+                module._apply(fn, *args, **kwargs)
+                module.to(dtype=self.compute_dtype)
+        self._text_cache = None
+        return self
+
+    def train(self, mode=True):
+        super().train(mode)
+        for module in self._parts.modules().values():
+            if module is not None:
+                module.eval()  # frozen: dropout and norms stay in inference mode
+        return self
+
+    def weights_fingerprint(self):
+        """sha256 of every weight of the teacher (computed once)."""
+        if self._fingerprint is None:
+            self._fingerprint = module_fingerprint(self._parts.modules())
+        return self._fingerprint
+
+    def list_layers(self):
+        return [name for name, _ in self.unet.named_modules() if name]
+
+    # ------------------------------------------------------------------ inputs
+    def to_unit_range(self, images):
+        """Images as the teacher wants them: float in [-1, 1]."""
+        images = images.float()
+        if self.input_norm is not None:
+            images = images * self._norm_std.to(images.device) + self._norm_mean.to(images.device)
+            images = images / 127.5 - 1.0
+        return images
+
+    @torch.no_grad()
+    def encode(self, images):
+        """x0 for the UNet: the images themselves, or their VAE latents times the scaling factor."""
+        if self.vae is None:
+            return images
+        dist = self.vae.encode(images.to(self.compute_dtype)).latent_dist
+        latents = dist.mean if self.latent == 'mean' else dist.sample()
+        return latents * self.vae.config.scaling_factor
+
+    def _draw_noise(self, x0, n_timesteps):
+        """Noise for the batch laid out as (timestep, ensemble member, image)."""
+        b = x0.shape[0]
+        shape = (n_timesteps, self.ensemble, b) + tuple(x0.shape[1:])
+        if self.seed is not None:
+            gen = torch.Generator().manual_seed(int(self.seed))
+            member = torch.randn((self.ensemble, ) + tuple(x0.shape[1:]), generator=gen)
+            noise = member[None, :, None].expand(shape)
+        else:
+            noise = torch.randn(shape, device=x0.device, dtype=torch.float32)
+        return noise.reshape((-1, ) + tuple(x0.shape[1:])).to(x0.device, torch.float32)
+
+    @torch.no_grad()
+    def _text_conditioning(self, batch):
+        """Prompt embeddings (and SDXL's added conditioning), encoded once and cached."""
+        if self._text_cache is None:
+            parts = self._parts
+            states, pooled = [], None
+            for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
+                ids = tokenizer(self.prompt, padding='max_length', truncation=True,
+                                max_length=tokenizer.model_max_length,
+                                return_tensors='pt').input_ids.to(self.device)
+                out = encoder(ids, output_hidden_states=parts.is_sdxl)
+                if parts.is_sdxl:
+                    states.append(out.hidden_states[-2])
+                    pooled = out[0] if out[0].dim() == 2 else pooled
+                else:
+                    states.append(out[0])
+            self._text_cache = (torch.cat(states, dim=-1).to(self.compute_dtype), pooled)
+        states, pooled = self._text_cache
+        kwargs = dict(encoder_hidden_states=states.expand(batch, -1, -1))
+        if self._parts.is_sdxl:
+            h, w = self.native_size
+            time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.compute_dtype)
+            kwargs['added_cond_kwargs'] = dict(
+                text_embeds=pooled.to(self.compute_dtype).expand(batch, -1),
+                time_ids=time_ids.expand(batch, -1))
+        return kwargs
+
+    def _class_labels(self, class_labels, batch_images):
+        if getattr(self.unet, 'class_embedding', None) is None:
+            return None
+        if class_labels is None:
+            if self.class_label is None:
+                raise TeacherConfigError(
+                    'This teacher UNet is class-conditional: pass class_labels to the teacher or '
+                    'set class_label in its config.')
+            class_labels = torch.full((batch_images, ), int(self.class_label))
+        return torch.as_tensor(class_labels, device=self.device).long()
+
+    # ------------------------------------------------------------------ the forward
+    @torch.no_grad()
+    def _unet_features(self, x_t, t, class_labels):
+        """Run the UNet on a prepared batch in chunks; return {layer: features}."""
+        step = self.max_batch_size or x_t.shape[0]
+        chunks = []
+        for start in range(0, x_t.shape[0], step):
+            sl = slice(start, start + step)
+            kwargs = {}
+            if self._parts.is_text_conditioned:
+                kwargs.update(self._text_conditioning(x_t[sl].shape[0]))
+            if class_labels is not None:
+                kwargs['class_labels'] = class_labels[sl]
+            with FeatureRecorder(self._layer_modules, early_exit=self.early_exit) as rec:
+                chunks.append(rec.run(lambda: self.unet(
+                    x_t[sl].to(self.compute_dtype), t[sl], return_dict=False, **kwargs)))
+        return {name: torch.cat([c[name] for c in chunks]).float() for name in self.layers}
+
+    @torch.no_grad()
+    def extract(self, images, class_labels=None):
+        """Features of ``images`` ([-1, 1] or ``input_norm``-normalised) without the cache."""
+        images = self.to_unit_range(images).to(self.device)
+        x0 = self.encode(images).float()
+        b, n_t, n_e = x0.shape[0], len(self.timesteps), self.ensemble
+        reps = n_t * n_e
+        x0_rep = x0.repeat(reps, 1, 1, 1)
+        t = torch.tensor(self.timesteps, device=x0.device).repeat_interleave(n_e * b)
+        if self.noise == 'forward':
+            noise = self._draw_noise(x0, n_t)
+            x_t = self.noise_scheduler.add_noise(x0_rep, noise, t.cpu()).to(x0.device)
+        else:
+            x_t = x0_rep
+        labels = self._class_labels(class_labels, b)
+        labels = labels.repeat(reps) if labels is not None else None
+        feats = self._unet_features(x_t, t, labels)
+        out = {}
+        for layer, f in feats.items():
+            f = f.view(n_t, n_e, b, *f.shape[1:]).mean(dim=1)
+            for i, ts in enumerate(self.timesteps):
+                out[f'{layer}@{ts}'] = f[i]
+        return out
+
+    def forward(self, images, class_labels=None):
+        """``{'{layer}@{t}': float32 tensor [B, C, H, W]}`` for a batch of images."""
+        if self.cache is None:
+            return self.extract(images, class_labels)
+        return self._extract_cached(images, class_labels)
+
+    # ------------------------------------------------------------------ the cache
+    def cache_settings(self):
+        return dict(pretrained=self.pretrained, noise=self.noise, ensemble=self.ensemble,
+                    seed=self.seed, prompt=self.prompt, dtype=self.dtype_name, latent=self.latent,
+                    input_norm=self.input_norm, weights=self.weights_fingerprint(), version=1)
+
+    def _extract_cached(self, images, class_labels):
+        settings = self.cache_settings()
+        labels = (None if class_labels is None else torch.as_tensor(class_labels).tolist())
+        image_ids = [tensor_digest(img.float()) for img in images]
+        keys = [{k: make_key(settings=settings, feature=k, image=image_ids[i],
+                             label=None if labels is None else labels[i])
+                 for k in self.feature_keys} for i in range(len(images))]
+        found = [{k: self.cache.get(key) for k, key in per_image.items()} for per_image in keys]
+        todo = [i for i, f in enumerate(found) if any(v is None for v in f.values())]
+        if todo:
+            sub_labels = None if class_labels is None else torch.as_tensor(class_labels)[todo]
+            fresh = self.extract(images[todo], sub_labels)
+            for j, i in enumerate(todo):
+                for k in self.feature_keys:
+                    found[i][k] = fresh[k][j].cpu()
+                    self.cache.put(keys[i][k], found[i][k])
+        device = images.device
+        return {k: torch.stack([f[k] for f in found]).to(device) for k in self.feature_keys}

@@ -14,7 +14,7 @@ from .io import patch_mmengine  # noqa: E402
 
 patch_mmengine()
 
-from . import io, teachers  # noqa: E402,F401
+from . import distill, io, teachers  # noqa: E402,F401
 from .io.pretrained_init import SafePretrainedInit  # noqa: E402,F401
 
 __version__ = '0.1.0'

@@ -13,12 +13,12 @@ import logging
 
 import torch
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
 from .errors import TeacherConfigError
 from .feature_cache import FeatureCache, make_key, module_fingerprint, tensor_digest
-from .feature_hooks import FeatureRecorder, resolve_modules
+from ..feature_hooks import FeatureRecorder, resolve_modules
+from .frozen import FrozenTeacherBase
 from .loading import load_diffusion_components
 
 DTYPES = dict(float32=torch.float32, float16=torch.float16, bfloat16=torch.bfloat16)
@@ -31,7 +31,7 @@ def _as_list(value):
 
 
 @MODELS.register_module()
-class DiffusionTeacher(BaseModule):
+class DiffusionTeacher(FrozenTeacherBase):
     """A frozen diffusion model used as a feature extractor.
 
     Args:
@@ -98,11 +98,9 @@ class DiffusionTeacher(BaseModule):
                                  persistent=False)
         self.input_norm = input_norm
 
-        # Held in a plain dict: not registered as submodules (see the module docstring).
+        # Held outside the module tree (see FrozenTeacherBase).
         self._parts = load_diffusion_components(pretrained, dtype=self.compute_dtype)
-        for module in self._parts.modules().values():
-            if module is not None:
-                module.eval().requires_grad_(False)
+        self._hold(**self._parts.modules())
         self._check_timesteps()
         self._layer_modules = resolve_modules(self.unet, self.layers)
         self._text_cache = None
@@ -164,26 +162,8 @@ class DiffusionTeacher(BaseModule):
     def feature_keys(self):
         return [f'{layer}@{t}' for layer in self.layers for t in self.timesteps]
 
-    @property
-    def device(self):
-        return next(self.unet.parameters()).device
-
-    def _apply(self, fn, *args, **kwargs):
-        # Move the hidden diffusion model with the owner, then restore its configured dtype.
-        super()._apply(fn, *args, **kwargs)
-        for module in self._parts.modules().values():
-            if module is not None:
-                module._apply(fn, *args, **kwargs)
-                module.to(dtype=self.compute_dtype)
+    def _on_moved(self):
         self._text_cache = None
-        return self
-
-    def train(self, mode=True):
-        super().train(mode)
-        for module in self._parts.modules().values():
-            if module is not None:
-                module.eval()  # frozen: dropout and norms stay in inference mode
-        return self
 
     def weights_fingerprint(self):
         """sha256 of every weight of the teacher (computed once)."""
@@ -212,17 +192,20 @@ class DiffusionTeacher(BaseModule):
         latents = dist.mean if self.latent == 'mean' else dist.sample()
         return latents * self.vae.config.scaling_factor
 
-    def _draw_noise(self, x0, n_timesteps):
-        """Noise for the batch laid out as (timestep, ensemble member, image)."""
-        b = x0.shape[0]
-        shape = (n_timesteps, self.ensemble, b) + tuple(x0.shape[1:])
+    def _draw_noise(self, x0):
+        """Noise for a batch laid out as (ensemble member, sample).
+
+        With a seed, member e's noise is drawn once and shared by every sample, so a feature
+        depends only on its own image and timestep (never on the rest of the batch).
+        """
+        n, shape = x0.shape[0], tuple(x0.shape[1:])
         if self.seed is not None:
             gen = torch.Generator().manual_seed(int(self.seed))
-            member = torch.randn((self.ensemble, ) + tuple(x0.shape[1:]), generator=gen)
-            noise = member[None, :, None].expand(shape)
+            members = torch.randn((self.ensemble, ) + shape, generator=gen)
+            noise = members[:, None].expand((self.ensemble, n) + shape)
         else:
-            noise = torch.randn(shape, device=x0.device, dtype=torch.float32)
-        return noise.reshape((-1, ) + tuple(x0.shape[1:])).to(x0.device, torch.float32)
+            noise = torch.randn((self.ensemble, n) + shape, device=x0.device)
+        return noise.reshape((-1, ) + shape).to(x0.device, torch.float32)
 
     @torch.no_grad()
     def _text_conditioning(self, batch):
@@ -281,34 +264,77 @@ class DiffusionTeacher(BaseModule):
         return {name: torch.cat([c[name] for c in chunks]).float() for name in self.layers}
 
     @torch.no_grad()
-    def extract(self, images, class_labels=None):
-        """Features of ``images`` ([-1, 1] or ``input_norm``-normalised) without the cache."""
-        images = self.to_unit_range(images).to(self.device)
-        x0 = self.encode(images).float()
-        b, n_t, n_e = x0.shape[0], len(self.timesteps), self.ensemble
-        reps = n_t * n_e
-        x0_rep = x0.repeat(reps, 1, 1, 1)
-        t = torch.tensor(self.timesteps, device=x0.device).repeat_interleave(n_e * b)
+    def _features(self, x0, t, labels):
+        """Features of encoded inputs ``x0`` [N, ...] at per-sample timesteps ``t`` [N]."""
+        n, n_e = x0.shape[0], self.ensemble
+        x0_rep = x0.float().repeat(n_e, 1, 1, 1)
+        t_rep = t.to(x0.device).repeat(n_e)
         if self.noise == 'forward':
-            noise = self._draw_noise(x0, n_t)
-            x_t = self.noise_scheduler.add_noise(x0_rep, noise, t.cpu()).to(x0.device)
+            x_t = self.noise_scheduler.add_noise(x0_rep, self._draw_noise(x0), t_rep.cpu())
+            x_t = x_t.to(x0.device)
         else:
             x_t = x0_rep
+        labels = labels.repeat(n_e) if labels is not None else None
+        feats = self._unet_features(x_t, t_rep, labels)
+        return {k: f.view(n_e, n, *f.shape[1:]).mean(dim=0) for k, f in feats.items()}
+
+    def _check_runtime_timesteps(self, t):
+        bad = t[(t < 0) | (t >= self.num_train_timesteps)]
+        if bad.numel():
+            raise TeacherConfigError(
+                f'Timesteps {bad.tolist()[:5]} are outside 0..{self.num_train_timesteps - 1}.')
+
+    @torch.no_grad()
+    def extract(self, images, class_labels=None):
+        """``{'{layer}@{t}': ...}`` at every configured timestep, without the cache.
+
+        The VAE (latent models) runs once per image; all timesteps and ensemble members then
+        run as one batched UNet call (split by ``max_batch_size``).
+        """
+        images = self.to_unit_range(images).to(self.device)
+        x0 = self.encode(images)
+        b, n_t = x0.shape[0], len(self.timesteps)
+        t = torch.tensor(self.timesteps).repeat_interleave(b)
         labels = self._class_labels(class_labels, b)
-        labels = labels.repeat(reps) if labels is not None else None
-        feats = self._unet_features(x_t, t, labels)
-        out = {}
-        for layer, f in feats.items():
-            f = f.view(n_t, n_e, b, *f.shape[1:]).mean(dim=1)
-            for i, ts in enumerate(self.timesteps):
-                out[f'{layer}@{ts}'] = f[i]
-        return out
+        feats = self._features(x0.repeat(n_t, 1, 1, 1), t,
+                               labels.repeat(n_t) if labels is not None else None)
+        return {f'{layer}@{ts}': f[i * b:(i + 1) * b]
+                for layer, f in feats.items() for i, ts in enumerate(self.timesteps)}
+
+    @torch.no_grad()
+    def extract_at(self, images, timesteps, class_labels=None):
+        """``{layer: [B, ...]}`` with image i at its own timestep ``timesteps[i]`` (no cache)."""
+        t = torch.as_tensor(timesteps).long().view(-1).cpu()
+        self._check_runtime_timesteps(t)
+        images = self.to_unit_range(images).to(self.device)
+        return self._features(self.encode(images), t, self._class_labels(class_labels, len(t)))
 
     def forward(self, images, class_labels=None):
-        """``{'{layer}@{t}': float32 tensor [B, C, H, W]}`` for a batch of images."""
+        """``{'{layer}@{t}': float32 tensor [B, C, H, W]}`` at the configured timesteps."""
         if self.cache is None:
             return self.extract(images, class_labels)
-        return self._extract_cached(images, class_labels)
+        found = self._cached(images, class_labels, [self.feature_keys] * len(images),
+                             lambda idx, labels: _per_image(self.extract(images[idx], labels)))
+        return {k: torch.stack([f[k] for f in found]).to(images.device) for k in self.feature_keys}
+
+    def features_at(self, images, timesteps, class_labels=None):
+        """``{layer: float32 [B, C, H, W]}`` with image i at timestep ``timesteps[i]``.
+
+        This is what a distiller with a timestep sampler or policy calls. Uses the cache when
+        one is configured.
+        """
+        t = torch.as_tensor(timesteps).long().view(-1).cpu()
+        if self.cache is None:
+            return self.extract_at(images, t, class_labels)
+
+        def compute(idx, labels):
+            feats = _per_image(self.extract_at(images[idx], t[idx], labels))
+            return [{f'{k}@{int(t[i])}': v for k, v in f.items()} for f, i in zip(feats, idx)]
+
+        wanted = [[f'{layer}@{int(ti)}' for layer in self.layers] for ti in t]
+        found = self._cached(images, class_labels, wanted, compute)
+        return {layer: torch.stack([f[f'{layer}@{int(ti)}'] for f, ti in zip(found, t)])
+                .to(images.device) for layer in self.layers}
 
     # ------------------------------------------------------------------ the cache
     def cache_settings(self):
@@ -316,21 +342,28 @@ class DiffusionTeacher(BaseModule):
                     seed=self.seed, prompt=self.prompt, dtype=self.dtype_name, latent=self.latent,
                     input_norm=self.input_norm, weights=self.weights_fingerprint(), version=1)
 
-    def _extract_cached(self, images, class_labels):
+    def _cached(self, images, class_labels, wanted, compute):
+        """Per image i, the features named ``wanted[i]``: from the cache, or computed for the
+        images with any miss by ``compute(indices, labels)`` (a list of per-image dicts) and
+        stored."""
         settings = self.cache_settings()
-        labels = (None if class_labels is None else torch.as_tensor(class_labels).tolist())
+        labels = None if class_labels is None else torch.as_tensor(class_labels).view(-1)
         image_ids = [tensor_digest(img.float()) for img in images]
         keys = [{k: make_key(settings=settings, feature=k, image=image_ids[i],
-                             label=None if labels is None else labels[i])
-                 for k in self.feature_keys} for i in range(len(images))]
+                             label=None if labels is None else int(labels[i]))
+                 for k in wanted[i]} for i in range(len(images))]
         found = [{k: self.cache.get(key) for k, key in per_image.items()} for per_image in keys]
         todo = [i for i, f in enumerate(found) if any(v is None for v in f.values())]
         if todo:
-            sub_labels = None if class_labels is None else torch.as_tensor(class_labels)[todo]
-            fresh = self.extract(images[todo], sub_labels)
-            for j, i in enumerate(todo):
-                for k in self.feature_keys:
-                    found[i][k] = fresh[k][j].cpu()
+            fresh = compute(todo, None if labels is None else labels[todo])
+            for i, feats in zip(todo, fresh):
+                for k in wanted[i]:
+                    found[i][k] = feats[k].cpu()
                     self.cache.put(keys[i][k], found[i][k])
-        device = images.device
-        return {k: torch.stack([f[k] for f in found]).to(device) for k in self.feature_keys}
+        return found
+
+
+def _per_image(features):
+    """``{key: [N, ...]}`` → a list of N dicts ``{key: [...]}``."""
+    n = len(next(iter(features.values())))
+    return [{k: v[i] for k, v in features.items()} for i in range(n)]

@@ -105,3 +105,18 @@ def test_corrupt_or_truncated_entry_is_recomputed(ddpm_dir, tmp_path):
 def test_make_key_is_stable_and_order_free():
     assert make_key(a=1, b=[1, 2]) == make_key(b=[1, 2], a=1)
     assert make_key(a=1) != make_key(a=2)
+
+
+def test_features_at_per_image_timesteps_with_and_without_cache(ddpm_dir, tmp_path):
+    kw = dict(layers=[MID], timesteps=[10], seed=0, ensemble=2)
+    live = DiffusionTeacher(ddpm_dir, **kw)
+    cached = DiffusionTeacher(ddpm_dir, cache_dir=str(tmp_path / 'c'), **kw)
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    t = torch.tensor([5, 700, 5, 300])  # repeated timesteps must not mix images up
+    ref = live.features_at(x, t)[MID]
+    for i in range(4):  # each image at its own t equals a single-image call at that t
+        single = live.features_at(x[i:i + 1], t[i:i + 1])[MID]
+        torch.testing.assert_close(ref[i:i + 1], single, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cached.features_at(x, t)[MID], ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cached.features_at(x, t)[MID], ref, atol=1e-5, rtol=1e-4)
+    assert cached.cache.hits == 4

@@ -6,14 +6,15 @@ import difflib
 
 import torch
 
-from .errors import TeacherConfigError
+from .teachers.errors import TeacherConfigError
 
 
 class _AllCaptured(Exception):
     """Raised from a hook to leave the forward once every requested output is recorded."""
 
 
-def resolve_modules(root, names, what='UNet'):
+def resolve_modules(root, names, what='teacher UNet',
+                    how_to_list='`python tools/extract_features.py CONFIG --list-layers`'):
     """Map module paths to modules; an unknown path gets the nearest valid paths in the error."""
     available = dict(root.named_modules())
     modules = {}
@@ -25,9 +26,8 @@ def resolve_modules(root, names, what='UNet'):
                         and n.count('.') == parent.count('.') + 1][:8]
             hint = near or children or [n for n in available if n and '.' not in n]
             raise TeacherConfigError(
-                f'Unknown layer {name!r} in the teacher {what} ({type(root).__name__}). Nearest '
-                f'valid module paths: {hint}. List them all with `python '
-                f'tools/extract_features.py CONFIG --list-layers`.')
+                f'Unknown layer {name!r} in the {what} ({type(root).__name__}). Nearest valid '
+                f'module paths: {hint}. List them all with {how_to_list}.')
         modules[name] = available[name]
     return modules
 
@@ -45,20 +45,26 @@ def _first_tensor(output):
 class FeatureRecorder:
     """Context manager: ``with FeatureRecorder(modules, early_exit=True) as rec: rec.run(fn)``.
 
-    Records the first output of each module during ``fn()``; with ``early_exit`` the forward
-    is interrupted as soon as all of them are recorded.
+    Records the output of each module during ``fn()``: its first call (``keep='first'``), or its
+    last (``keep='last'``, e.g. a ReLU that a residual block calls twice). With ``early_exit``
+    (first calls only) the forward is interrupted as soon as all of them are recorded.
     """
 
-    def __init__(self, modules, early_exit=True):
+    def __init__(self, modules, early_exit=True, keep='first'):
+        if keep not in ('first', 'last'):
+            raise ValueError(f"keep must be 'first' or 'last', got {keep!r}")
+        if early_exit and keep == 'last':
+            raise ValueError("early exit is only possible with keep='first'")
         self.modules = modules
         self.early_exit = early_exit
+        self.keep = keep
         self.outputs = {}
         self._handles = []
 
     def _hook(self, name):
 
         def hook(module, args, output):
-            if name not in self.outputs:
+            if self.keep == 'last' or name not in self.outputs:
                 self.outputs[name] = _first_tensor(output)
             if self.early_exit and len(self.outputs) == len(self.modules):
                 raise _AllCaptured
@@ -85,6 +91,6 @@ class FeatureRecorder:
         missing = [n for n in self.modules if n not in self.outputs]
         if missing:
             raise TeacherConfigError(
-                f'The teacher forward never ran the modules {missing}; they exist but are not '
+                f'The forward never ran the modules {missing}; they exist but are not '
                 f'used by this model (choose layers on the forward path).')
         return dict(self.outputs)

@@ -13,7 +13,6 @@ connectors; never the teacher, and the policy only with ``save_policy=True``.
 import copy
 
 import torch
-import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.registry import MODELS as ROOT_MODELS
 from mmpretrain.registry import MODELS
@@ -45,6 +44,10 @@ class FeatureDistiller(BaseModel):
         reward_layer (str | None): teacher layer whose pooled feature feeds the policy's task
             head (default: the first pair's teacher layer).
         teacher_class_labels (bool): pass ground-truth labels to a class-conditional teacher.
+        teacher_label_map (str | None): text file, one integer per line: the teacher's class id
+            for dataset class i (e.g. Tiny-ImageNet index -> ImageNet-1k index). None feeds the
+            dataset's indices unchanged (what the RepFusion code did, a mismatch for
+            Tiny-ImageNet).
         student_loss (bool): also train the student's head with its own loss (KD baselines).
         save_policy (bool): keep the timestep policy's weights in checkpoints.
     """
@@ -56,6 +59,7 @@ class FeatureDistiller(BaseModel):
                  timestep_sampler=None,
                  reward_layer=None,
                  teacher_class_labels=False,
+                 teacher_label_map=None,
                  student_loss=False,
                  save_policy=False,
                  data_preprocessor=None,
@@ -96,6 +100,8 @@ class FeatureDistiller(BaseModel):
             what='student', how_to_list='`print(model.student)`')
         self.reward_layer = reward_layer or next(iter(self.pairs.values()))['teacher']
         self.teacher_class_labels = teacher_class_labels
+        self.register_buffer('teacher_label_map', _read_label_map(teacher_label_map),
+                             persistent=False)
         self.student_loss = student_loss
         if student_loss and getattr(self.student, 'head', None) is None:
             raise ValueError('student_loss=True needs a student with a head.')
@@ -131,6 +137,18 @@ class FeatureDistiller(BaseModel):
             return None
         return torch.cat([ds.gt_label for ds in data_samples]).to(device)
 
+    def _teacher_labels(self, labels):
+        if not self.teacher_class_labels:
+            return None
+        if labels is None:
+            raise ValueError('teacher_class_labels=True needs gt_label in the training data.')
+        if self.teacher_label_map is None:
+            return labels
+        if int(labels.max()) >= len(self.teacher_label_map):
+            raise ValueError(f'Label {int(labels.max())} has no entry in teacher_label_map '
+                             f'({len(self.teacher_label_map)} lines).')
+        return self.teacher_label_map.to(labels.device)[labels]
+
     def loss(self, inputs, data_samples=None):
         labels = self._labels(data_samples, inputs.device)
         losses = {}
@@ -138,7 +156,7 @@ class FeatureDistiller(BaseModel):
         if self.timestep_sampler is not None:
             timesteps = self.timestep_sampler.sample(inputs)
         teacher_feats = self.teacher.features_at(
-            inputs, timesteps, class_labels=labels if self.teacher_class_labels else None)
+            inputs, timesteps, class_labels=self._teacher_labels(labels))
 
         with FeatureRecorder(self._student_modules, early_exit=False, keep='last') as rec:
             student_out = {}
@@ -168,3 +186,17 @@ class FeatureDistiller(BaseModel):
         if timesteps is not None:
             losses['timestep_mean'] = timesteps.float().mean().detach()
         return losses
+
+
+def _read_label_map(path):
+    """One integer per line → LongTensor, or None when no map is given."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            ids = [int(line.split()[0]) for line in f if line.strip()]
+    except (OSError, ValueError, IndexError) as err:
+        raise ValueError(f'teacher_label_map {path!r} could not be read as one integer class id '
+                         f'per line ({err}); write it with '
+                         f'tools/dataset_converters/tinyimagenet.py --imagenet-synsets.') from None
+    return torch.tensor(ids, dtype=torch.long)

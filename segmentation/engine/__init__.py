@@ -1,0 +1,3 @@
+from .hooks import SegOverlayVisualizationHook
+
+__all__ = ['SegOverlayVisualizationHook']

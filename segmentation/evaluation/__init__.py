@@ -1,0 +1,3 @@
+from .face_parsing_metric import FaceParsingMetric, confusion_matrix, face_parsing_scores
+
+__all__ = ['FaceParsingMetric', 'confusion_matrix', 'face_parsing_scores']

@@ -36,12 +36,31 @@ def _numpy_globals():
     return names
 
 
+def _history_buffer_getattr(obj, name):
+    """Stand-in for the ``getattr`` global, limited to HistoryBuffer's statistics methods.
+
+    A ``HistoryBuffer`` pickles its ``statistics_methods`` (``HistoryBuffer.min``, ...), which
+    pickle writes as ``getattr(HistoryBuffer, 'min')``. Allowing the real ``getattr`` would let a
+    file reach any attribute of any allowed object, so only these lookups are answered.
+    """
+    from mmengine.logging.history_buffer import HistoryBuffer
+    if obj is HistoryBuffer and name in ('min', 'max', 'current', 'mean'):
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'Unsupported global: GLOBAL getattr({obj!r}, {name!r}) is not allowed (only '
+        f'HistoryBuffer statistics methods are)')
+
+
 def allowed_globals():
     """The explicit allow-list of non-tensor classes a checkpoint may contain."""
-    allowed = _numpy_globals()
+    # bytes: numpy pickles an empty array's data through the builtin constructor.
+    allowed = _numpy_globals() + [bytes]
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
         allowed.append(HistoryBuffer)
+        # protocol 2 (torch.save's default) names it __builtin__, later protocols builtins
+        allowed += [(_history_buffer_getattr, '__builtin__.getattr'),
+                    (_history_buffer_getattr, 'builtins.getattr')]
     except ImportError:  # mmengine is optional for plain weight files
         pass
     return allowed
@@ -64,7 +83,9 @@ def load_checkpoint(path, map_location='cpu'):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         msg = str(err)
-        if 'Weights only load failed' in msg or 'Unsupported global' in msg or 'GLOBAL' in msg:
+        # torch words every weights-only failure "Weights only load failed", corrupt files too
+        # ("Unsupported operand 110"); only these markers mean a refused object.
+        if any(marker in msg for marker in _UNSAFE_MARKERS):
             raise UnsafeCheckpointError(
                 f'Refused to load {path!r}: it contains pickled Python objects outside the '
                 f'allow-list of tensors, containers and mmengine/numpy metadata, and unpickling '
@@ -77,11 +98,22 @@ def load_checkpoint(path, map_location='cpu'):
         raise CheckpointLoadError(_corrupt_message(path, err)) from None
 
 
+_UNSAFE_MARKERS = ('GLOBAL', 'Unsupported global', 'unrecognized function', 'allowlisted',
+                   'blocked')
+_TORCH_BOILERPLATE = ('Weights only load failed', 'Please file an issue',
+                      'Check the documentation')
+
+
 def _first_line(msg):
-    for line in msg.splitlines():
-        if 'Unsupported global' in line or 'GLOBAL' in line:
-            return line.strip()
-    return msg.splitlines()[0] if msg else ''
+    """The informative line of an error message (not torch's weights-only boilerplate)."""
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    for line in lines:
+        if any(marker in line for marker in _UNSAFE_MARKERS):
+            return line
+    for line in lines:
+        if not line.startswith(_TORCH_BOILERPLATE):
+            return line
+    return lines[0] if lines else ''
 
 
 def _corrupt_message(path, err):

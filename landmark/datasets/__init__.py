@@ -1,0 +1,3 @@
+from .wflw import WFLW_ATTRIBUTES, WFLWAttributeDataset
+
+__all__ = ['WFLW_ATTRIBUTES', 'WFLWAttributeDataset']

@@ -1,0 +1,3 @@
+from .wflw_nme_metric import WFLWNMEMetric
+
+__all__ = ['WFLWNMEMetric']

@@ -2,7 +2,8 @@
 # are numpy arrays, downloaded once by mmpretrain when download=True on a machine that is online).
 # mean = std = 127.5: the student sees the same [-1, 1] images as the diffusion teacher.
 dataset_type = 'CIFAR10'
-data_preprocessor = dict(num_classes=10, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=False)
+data_preprocessor = dict(
+    type='ClsDataPreprocessor', num_classes=10, mean=[127.5] * 3, std=[127.5] * 3, to_rgb=False)
 train_pipeline = [
     dict(type='RandomCrop', crop_size=32, padding=4),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),

@@ -1,0 +1,3 @@
+from .export_pipeline_hook import ExportDiffusersPipelineHook
+
+__all__ = ['ExportDiffusersPipelineHook']

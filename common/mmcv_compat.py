@@ -6,6 +6,7 @@ never call those ops, so we register a stand-in ``mmcv._ext`` whose every op rai
 *when called*. The stand-in is installed only when the compiled ops are really absent.
 """
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -59,5 +60,9 @@ def install_mmcv_ext_fallback():
     if importlib.util.find_spec('mmcv') is None or compiled_ops_available():
         return False
     if 'mmcv._ext' not in sys.modules:
-        sys.modules['mmcv._ext'] = _MissingExtModule('mmcv._ext')
+        module = _MissingExtModule('mmcv._ext')
+        # A spec without a loader: mmengine's mmcv_full_available() (pkgutil.find_loader) then
+        # answers False instead of raising "mmcv._ext.__spec__ is None".
+        module.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', loader=None)
+        sys.modules['mmcv._ext'] = module
     return True

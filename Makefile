@@ -7,7 +7,7 @@ STAMP := $(VENV)/.diffteacher-installed
 REQS := requirements/torch.txt requirements/openmmlab.txt requirements/nodeps.txt \
         requirements/diffusion.txt requirements/tests.txt setup.cfg pyproject.toml
 
-.PHONY: install install-full-mmcv test demo bench clean-venv
+.PHONY: install install-full-mmcv test demo clean-venv
 
 install: $(STAMP)
 
@@ -35,3 +35,7 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The main job: the RepFusion story on scikit-learn's digits (about 10-15 min on 2 CPU cores).
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) tools/demo_repfusion.py

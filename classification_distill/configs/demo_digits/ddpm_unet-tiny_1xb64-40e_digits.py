@@ -1,0 +1,80 @@
+# Step 1 of the digits demo: train a tiny pixel DDPM teacher on scikit-learn's handwritten digits
+# (train split: 1,197 images, 8x8 upsampled to 32x32) and export it as a diffusers pipeline folder
+# (<work_dir>/pipeline) plus a 4x4 grid of DDIM samples (<work_dir>/samples.png).
+#
+#   python tools/train.py classification_distill/configs/demo_digits/ddpm_unet-tiny_1xb64-40e_digits.py
+#
+# The folder then loads as any downloaded teacher:
+#   DiffusionTeacher(pretrained='work_dirs/ddpm_unet-tiny_1xb64-40e_digits/pipeline',
+#                    layers=['mid_block.resnets.1.conv2'], timesteps=[100])
+custom_imports = dict(
+    imports=[
+        'common',
+        'classification_distill.datasets',
+        'classification_distill.models.ddpm_trainer',
+        'classification_distill.engine.export_pipeline_hook',
+    ],
+    allow_failed_imports=False)
+default_scope = 'mmpretrain'
+
+# model: a UNet2DModel of 0.9M weights; 32 -> 16 -> 8 -> 4 pixels, self-attention in the 4x4
+# mid block. 'mid_block.resnets.1.conv2' gives 64 channels at 4x4 for a 32x32 input.
+model = dict(
+    type='DDPMTrainer',
+    unet=dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(16, 32, 64, 64),
+        layers_per_block=1,
+        down_block_types=('DownBlock2D', 'DownBlock2D', 'DownBlock2D', 'DownBlock2D'),
+        up_block_types=('UpBlock2D', 'UpBlock2D', 'UpBlock2D', 'UpBlock2D'),
+        norm_num_groups=8,
+        attention_head_dim=16),
+    scheduler=dict(num_train_timesteps=1000, beta_schedule='linear'),
+    ema_decay=0.995,
+    ema_warmup=True,
+    data_preprocessor=dict(type='ImgDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3))
+
+# data: images only (labels are unused by the teacher)
+train_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    persistent_workers=False,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(
+        type='DigitsDataset', split='train', image_size=32, split_seed=0,
+        pipeline=[dict(type='PackInputs')]))
+
+# schedule: 19 iterations an epoch
+optim_wrapper = dict(
+    type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.0), clip_grad=None)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', eta_min=1e-4, by_epoch=True, begin=5, end=40,
+         convert_to_iter_based=True),
+]
+train_cfg = dict(by_epoch=True, max_epochs=40)
+val_cfg = None
+val_dataloader = None
+val_evaluator = None
+test_cfg = None
+test_dataloader = None
+test_evaluator = None
+
+# runtime
+custom_hooks = [dict(type='ExportDiffusersPipelineHook', num_samples=16, sample_steps=50)]
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=19),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', interval=-1, save_last=True),  # at the end only
+    sampler_seed=dict(type='DistSamplerSeedHook'))
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'))
+log_level = 'INFO'
+load_from = None
+resume = False
+randomness = dict(seed=0)

@@ -1,0 +1,147 @@
+"""``ExportDiffusersPipelineHook``: after training, save the trained diffusion model as a diffusers
+pipeline folder (``unet/`` + ``scheduler/`` + ``model_index.json``) that
+``DiffusionTeacher(pretrained=folder)`` loads exactly like a downloaded teacher.
+
+The model must offer ``export_pipeline()`` returning a diffusers pipeline (``DDPMTrainer`` does:
+its EMA UNet when EMA is on). When mmengine's ``EMAHook`` is registered, its averaged copy of the
+model is exported instead.
+
+The folder is written atomically: the pipeline is saved into a temporary folder next to
+``out_dir`` and renamed onto it only once complete; an existing folder is replaced only after
+the new one is written (and put back if the swap fails). A failure leaves no half-written folder.
+"""
+import os
+import os.path as osp
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import torch
+from mmengine.dist import master_only
+from mmengine.hooks import EMAHook, Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from common.io import atomic_path
+
+
+def _replace_folder(new, dest):
+    """Rename the complete folder ``new`` onto ``dest``, replacing an existing ``dest`` safely."""
+    if not osp.lexists(dest):
+        os.rename(new, dest)
+        return
+    if not osp.isdir(dest) or osp.islink(dest):
+        raise FileExistsError(f'{dest} exists and is not a folder; refusing to replace it with '
+                              f'the exported pipeline. Move it away or choose another out_dir.')
+    trash = tempfile.mkdtemp(prefix=f'.{osp.basename(dest)}.old.', dir=osp.dirname(dest))
+    old = osp.join(trash, osp.basename(dest))
+    os.rename(dest, old)
+    try:
+        os.rename(new, dest)
+    except BaseException:
+        os.rename(old, dest)  # put the previous folder back
+        shutil.rmtree(trash, ignore_errors=True)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def save_pipeline_atomically(pipeline, out_dir):
+    """``pipeline.save_pretrained`` into ``out_dir`` via a temporary sibling folder and a rename."""
+    out_dir = osp.abspath(osp.expanduser(os.fspath(out_dir)))
+    parent = osp.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.', suffix='.tmp', dir=parent)
+    try:
+        pipeline.save_pretrained(tmp, safe_serialization=True)
+        _replace_folder(tmp, out_dir)
+    finally:
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+@torch.no_grad()
+def sample_grid(unet, scheduler, num_samples=16, steps=50, seed=0, scale=2):
+    """A ``[H, W, 3]`` uint8 grid of ``num_samples`` DDIM samples (eta=0, ``steps`` steps, the
+    betas of ``scheduler``), square-ish, each image enlarged ``scale`` times (nearest)."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+    pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(batch_size=num_samples, generator=torch.Generator().manual_seed(int(seed)),
+                  num_inference_steps=int(steps), output_type='np', return_dict=False)[0]
+    images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)  # [N, H, W, C]
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    n, h, w, c = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    pad = 2
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 128, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[pad + r * (h + pad):pad + r * (h + pad) + h,
+             pad + col * (w + pad):pad + col * (w + pad) + w] = img
+    return grid
+
+
+@HOOKS.register_module()
+class ExportDiffusersPipelineHook(Hook):
+    """Save the trained model as a diffusers pipeline folder after training (main process only).
+
+    Args:
+        out_dir (str | None): the pipeline folder; default ``<work_dir>/pipeline``. A relative
+            path is relative to the current directory.
+        num_samples (int): DDIM samples drawn into ``samples_path`` as a PNG grid after the
+            export so that a person can see what the model learned; 0 turns it off.
+        sample_steps (int): DDIM steps of those samples.
+        sample_seed (int): seed of the samples' noise.
+        samples_path (str | None): default ``<work_dir>/samples.png``.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, out_dir=None, num_samples=16, sample_steps=50, sample_seed=0,
+                 samples_path=None):
+        self.out_dir = out_dir
+        self.num_samples = int(num_samples)
+        self.sample_steps = int(sample_steps)
+        self.sample_seed = sample_seed
+        self.samples_path = samples_path
+
+    @staticmethod
+    def source_model(runner):
+        """The model to export: ``EMAHook``'s averaged copy when there is one, else the model."""
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook) and getattr(hook, 'ema_model', None) is not None:
+                return hook.ema_model.module
+        model = runner.model
+        return model.module if is_model_wrapper(model) else model
+
+    @master_only
+    def after_train(self, runner):
+        model = self.source_model(runner)
+        if not callable(getattr(model, 'export_pipeline', None)):
+            raise TypeError(
+                f'ExportDiffusersPipelineHook needs a model with export_pipeline() (such as '
+                f'DDPMTrainer); {type(model).__name__} has none. Remove the hook from '
+                f'custom_hooks or train a diffusion model.')
+        out_dir = self.out_dir or osp.join(runner.work_dir, 'pipeline')
+        pipeline = model.export_pipeline()
+        out_dir = save_pipeline_atomically(pipeline, out_dir)
+        runner.logger.info(f'Exported the diffusers pipeline to {out_dir} (load it with '
+                           f"DiffusionTeacher(pretrained='{out_dir}', ...)).")
+        if self.num_samples > 0:
+            self.save_samples(pipeline, self.samples_path
+                              or osp.join(runner.work_dir, 'samples.png'), runner.logger)
+
+    def save_samples(self, pipeline, path, logger):
+        from PIL import Image
+        start = time.perf_counter()
+        grid = sample_grid(pipeline.unet, pipeline.scheduler, self.num_samples,
+                           self.sample_steps, self.sample_seed)
+        with atomic_path(path) as tmp:
+            Image.fromarray(grid).save(tmp, format='PNG')
+        logger.info(f'Saved {self.num_samples} samples ({self.sample_steps} DDIM steps, '
+                    f'{time.perf_counter() - start:.1f} s) to {osp.abspath(path)}.')

@@ -1,70 +1,14 @@
-# BiSeNetV1 with a plain ResNet-50 context path, 19 face-parsing classes.
-#
-# The context-path backbone is mmseg's `ResNet` with `deep_stem=False` (its default; `ResNetV1c`
-# would set it and replace `conv1` by `stem.*`), so its state-dict keys (`conv1.weight`, `bn1.*`,
-# `layer1.0.conv1.weight`, ..., `layer4.2.bn3.*`) are exactly those of mmpretrain's `ResNet` and of
-# torchvision's resnet50: a distilled mmpretrain student or ImageNet weights load key for key.
-# All dilations are 1, so `contract_dilation` (which only acts on dilated stages) has no effect.
-norm_cfg = dict(type='SyncBN', requires_grad=True)  # plain BN when not distributed (mmengine)
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255)
-num_classes = 19
+# BiSeNetV1 with a plain ResNet-50 context path, 19 face-parsing classes: the R18 model with the
+# widths of ResNet-50 (keys `conv1.weight`, ..., `layer4.2.bn3.*`, as mmpretrain's ResNet-50 and
+# torchvision's resnet50).
+_base_ = ['./bisenetv1_r18-d32.py']
 model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='BiSeNetV1',
-        in_channels=3,
         context_channels=(512, 1024, 2048),
         spatial_channels=(256, 256, 256, 512),
-        out_indices=(0, 1, 2),
         out_channels=1024,
-        backbone_cfg=dict(
-            type='ResNet',
-            in_channels=3,
-            depth=50,
-            num_stages=4,
-            out_indices=(0, 1, 2, 3),
-            strides=(1, 2, 2, 2),
-            dilations=(1, 1, 1, 1),
-            deep_stem=False,
-            avg_down=False,
-            norm_cfg=norm_cfg,
-            norm_eval=False,
-            style='pytorch'),
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        init_cfg=None),
-    decode_head=dict(
-        type='FCNHead',
-        in_channels=1024,
-        in_index=0,
-        channels=1024,
-        num_convs=1,
-        concat_input=False,
-        dropout_ratio=0.1,
-        num_classes=num_classes,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
+        backbone_cfg=dict(depth=50)),
+    decode_head=dict(in_channels=1024, channels=1024),
     auxiliary_head=[
-        dict(
-            type='FCNHead',
-            in_channels=512,
-            channels=256,
-            num_convs=1,
-            num_classes=num_classes,
-            in_index=in_index,
-            norm_cfg=norm_cfg,
-            concat_input=False,
-            align_corners=False,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0))
-        for in_index in (1, 2)
-    ],
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+        dict(aux, in_channels=512, channels=256) for aux in _base_.model.auxiliary_head
+    ])

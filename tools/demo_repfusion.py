@@ -22,7 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = 'classification_distill/configs/demo_digits'
-TEACHER = f'{CONFIGS}/ddpm_unet-tiny_1xb64-40e_digits.py'
+TEACHER = f'{CONFIGS}/ddpm_unet-tiny_1xb64-25e_digits.py'
 DISTILL = {
     'repfusion_fixed_t': f'{CONFIGS}/repfusion-fixed-t100_resnet18-w16_1xb64-20e_digits.py',
     'repfusion_policy': f'{CONFIGS}/repfusion-policy_resnet18-w16_1xb64-20e_digits.py',

@@ -62,14 +62,19 @@ def save_pipeline_atomically(pipeline, out_dir):
 
 
 @torch.no_grad()
-def sample_grid(unet, scheduler, num_samples=16, steps=50, seed=0, scale=2):
-    """A ``[H, W, 3]`` uint8 grid of ``num_samples`` DDIM samples (eta=0, ``steps`` steps, the
-    betas of ``scheduler``), square-ish, each image enlarged ``scale`` times (nearest)."""
+def sample_grid(unet, scheduler, num_samples=16, steps=50, eta=1.0, seed=0, scale=2):
+    """A ``[H, W, 3]`` uint8 grid of ``num_samples`` DDIM samples (``steps`` steps, the betas of
+    ``scheduler``), square-ish, each image enlarged ``scale`` times (nearest).
+
+    ``eta=1`` (stochastic, DDPM-like) is the default: a briefly trained model's deterministic
+    (``eta=0``) samples drift to grey, noisy blobs that hide what it learned.
+    """
     from diffusers import DDIMPipeline, DDIMScheduler
     pipe = DDIMPipeline(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=num_samples, generator=torch.Generator().manual_seed(int(seed)),
-                  num_inference_steps=int(steps), output_type='np', return_dict=False)[0]
+                  eta=float(eta), num_inference_steps=int(steps), output_type='np',
+                  return_dict=False)[0]
     images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)  # [N, H, W, C]
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
@@ -96,17 +101,19 @@ class ExportDiffusersPipelineHook(Hook):
         num_samples (int): DDIM samples drawn into ``samples_path`` as a PNG grid after the
             export so that a person can see what the model learned; 0 turns it off.
         sample_steps (int): DDIM steps of those samples.
+        sample_eta (float): DDIM eta of those samples (1: stochastic, 0: deterministic).
         sample_seed (int): seed of the samples' noise.
         samples_path (str | None): default ``<work_dir>/samples.png``.
     """
 
     priority = 'LOW'
 
-    def __init__(self, out_dir=None, num_samples=16, sample_steps=50, sample_seed=0,
-                 samples_path=None):
+    def __init__(self, out_dir=None, num_samples=16, sample_steps=50, sample_eta=1.0,
+                 sample_seed=0, samples_path=None):
         self.out_dir = out_dir
         self.num_samples = int(num_samples)
         self.sample_steps = int(sample_steps)
+        self.sample_eta = float(sample_eta)
         self.sample_seed = sample_seed
         self.samples_path = samples_path
 
@@ -140,8 +147,9 @@ class ExportDiffusersPipelineHook(Hook):
         from PIL import Image
         start = time.perf_counter()
         grid = sample_grid(pipeline.unet, pipeline.scheduler, self.num_samples,
-                           self.sample_steps, self.sample_seed)
+                           self.sample_steps, self.sample_eta, self.sample_seed)
         with atomic_path(path) as tmp:
             Image.fromarray(grid).save(tmp, format='PNG')
         logger.info(f'Saved {self.num_samples} samples ({self.sample_steps} DDIM steps, '
-                    f'{time.perf_counter() - start:.1f} s) to {osp.abspath(path)}.')
+                    f'eta={self.sample_eta:g}, {time.perf_counter() - start:.1f} s) to '
+                    f'{osp.abspath(path)}.')

@@ -26,6 +26,12 @@ from mmengine.registry import HOOKS
 from common.io import atomic_path
 
 
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _replace_folder(new, dest):
     """Rename the complete folder ``new`` onto ``dest``, replacing an existing ``dest`` safely."""
     if not osp.lexists(dest):
@@ -53,6 +59,7 @@ def save_pipeline_atomically(pipeline, out_dir):
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.', suffix='.tmp', dir=parent)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it a folder's mode
         pipeline.save_pretrained(tmp, safe_serialization=True)
         _replace_folder(tmp, out_dir)
     finally:

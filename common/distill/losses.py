@@ -44,6 +44,29 @@ def _check_same_batch(loss_name, student, teacher):
                          f'{tuple(teacher.shape)} have different batch sizes.')
 
 
+TARGET_NORMS = (None, 'batch')
+
+
+def _check_target_norm(loss_name, target_norm):
+    if target_norm not in TARGET_NORMS:
+        raise ValueError(f'{loss_name}: target_norm={target_norm!r} is not one of {TARGET_NORMS}: '
+                         'None keeps the raw teacher feature as the target (RepFusion), \'batch\' '
+                         'standardises it per channel over the batch.')
+    return target_norm
+
+
+def standardize_per_channel(x, eps=1e-5):
+    """Per-channel standardisation over the batch (and H×W of a [B, C, H, W] map).
+
+    ``(x - mean) / sqrt(var + eps)`` with the biased mean and variance taken over every dim but
+    channels (dim 1), the way ``BatchNorm`` without affine normalises in training.
+    """
+    dims = [0] + list(range(2, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    var = x.var(dim=dims, keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
 def _global_pool(x):
     """[B, C, H, W] → [B, C] by averaging over H×W; [B, C] is returned as is."""
     return x.mean(dim=(2, 3)) if x.dim() == 4 else x
@@ -59,23 +82,49 @@ class _WeightedLoss(nn.Module):
         return f'loss_weight={self.loss_weight}'
 
 
+class _FeatureTargetLoss(_WeightedLoss):
+    """A feature loss whose teacher target can be standardised first (``target_norm``).
+
+    ``target_norm=None`` (default): the raw teacher feature is the target, as in RepFusion.
+    ``target_norm='batch'``: the detached teacher feature is standardised per channel over the
+    batch (and H×W) before the loss; the student side is not touched, so its connector learns to
+    predict the standardised target. This matters when a teacher feature is mostly a constant
+    offset shared by all images: on the digits demo 98% of the pooled mid-block feature's mean
+    square is that offset, so the raw MSE falls by learning it and leaves the image-dependent part
+    (where class information lives) nearly unfitted (classification_distill/README.md).
+    """
+
+    def __init__(self, loss_weight=1.0, target_norm=None):
+        super().__init__(loss_weight)
+        self.target_norm = _check_target_norm(type(self).__name__, target_norm)
+
+    def target(self, teacher):
+        teacher = teacher.detach()
+        return standardize_per_channel(teacher) if self.target_norm == 'batch' else teacher
+
+    def extra_repr(self):
+        return f'{super().extra_repr()}, target_norm={self.target_norm!r}'
+
+
 @MODELS.register_module()
-class PooledMSELoss(_WeightedLoss):
+class PooledMSELoss(_FeatureTargetLoss):
     """Mean squared error of globally average-pooled features (RepFusion's CIFAR setting).
 
     ``s = GAP(student)``, ``t = GAP(teacher)`` (``GAP`` averages over H×W of a [B, C, H, W] map;
     [B, C] inputs are taken as already pooled), then
-    ``loss = loss_weight * mean_{b,c} (s[b, c] - t[b, c])^2``.
+    ``loss = loss_weight * mean_{b,c} (s[b, c] - t[b, c])^2``. With ``target_norm='batch'`` the
+    pooled target ``t`` is standardised per channel over the batch first.
 
     Args:
         loss_weight (float): multiplier of the loss.
+        target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
     """
 
     def forward(self, student, teacher):
         name = type(self).__name__
         _check_dims(name, student, 'student', (2, 4))
         _check_dims(name, teacher, 'teacher', (2, 4))
-        s, t = _global_pool(student), _global_pool(teacher.detach())
+        s, t = _global_pool(student), self.target(_global_pool(teacher))
         if s.shape != t.shape:
             hint = ' after pooling; map the student channels with a connector before this loss'
             _check_same_shape(name, student, teacher, hint=hint)
@@ -83,7 +132,7 @@ class PooledMSELoss(_WeightedLoss):
 
 
 @MODELS.register_module()
-class DenseMSELoss(_WeightedLoss):
+class DenseMSELoss(_FeatureTargetLoss):
     """Dense L2: ``loss = loss_weight * mean over all elements of (student - teacher)^2``.
 
     RepFusion's CelebA-HQ setting (1×1 connector, student resized to the teacher's H×W). The
@@ -91,16 +140,17 @@ class DenseMSELoss(_WeightedLoss):
 
     Args:
         loss_weight (float): multiplier of the loss.
+        target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
     """
 
     def forward(self, student, teacher):
-        teacher = teacher.detach()
+        teacher = self.target(teacher)
         _check_same_shape(type(self).__name__, student, teacher)
         return self.loss_weight * F.mse_loss(student, teacher)
 
 
 @MODELS.register_module()
-class DenseL1Loss(_WeightedLoss):
+class DenseL1Loss(_FeatureTargetLoss):
     """Dense L1: ``loss = loss_weight * mean over all elements of |student - teacher|``.
 
     RepFusion's CelebA-HQ setting for ResNet-50 and HRNet uses it with ``loss_weight=10``. The
@@ -108,10 +158,11 @@ class DenseL1Loss(_WeightedLoss):
 
     Args:
         loss_weight (float): multiplier of the loss.
+        target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
     """
 
     def forward(self, student, teacher):
-        teacher = teacher.detach()
+        teacher = self.target(teacher)
         _check_same_shape(type(self).__name__, student, teacher)
         return self.loss_weight * F.l1_loss(student, teacher)
 

@@ -1,6 +1,7 @@
 """The digits dataset, the DDPM trainer and the pipeline export hook (CPU, tiny models)."""
 import os
 import os.path as osp
+import stat
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +18,7 @@ from classification_distill.models.ddpm_trainer import DDPMTrainer
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CFG = osp.join(REPO_ROOT, 'classification_distill', 'configs', 'demo_digits',
-                    'ddpm_unet-tiny_1xb64-25e_digits.py')
+                    'ddpm_unet-tiny_1xb64-20e_digits.py')
 TINY_UNET = dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
                  layers_per_block=1, down_block_types=('DownBlock2D', 'DownBlock2D'),
                  up_block_types=('UpBlock2D', 'UpBlock2D'), norm_num_groups=8,
@@ -186,6 +187,9 @@ def test_export_hook_writes_a_teacher_folder(tmp_path):
     assert sorted(os.listdir(folder)) == ['model_index.json', 'scheduler', 'unet']
     assert (tmp_path / 'samples.png').is_file()
     assert sorted(os.listdir(tmp_path)) == ['pipeline', 'samples.png']  # no temporary leftovers
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o777 & ~umask  # not mkdtemp's private 0700
 
     teacher = DiffusionTeacher(pretrained=str(folder), layers=['mid_block.resnets.1.conv2'],
                                timesteps=[100])

@@ -184,3 +184,21 @@ def test_entropy_decay_hook_is_linear_to_zero():
         hook.before_train_epoch(runner)
         seen.append(policy.entropy_weight)
     assert seen == pytest.approx([0.1, 0.075, 0.05, 0.0, 0.0])
+
+
+def test_task_head_input_norm_standardises_the_pooled_feature():
+    torch.manual_seed(0)
+    raw = ReinforceTimestepPolicy(num_classes=3, teacher_channels=4, task_head_hidden=())
+    normed = ReinforceTimestepPolicy(num_classes=3, teacher_channels=4, task_head_hidden=(),
+                                     task_head_input_norm=True)
+    assert isinstance(raw.task_head[0], torch.nn.Linear)
+    bn = normed.task_head[0]
+    assert isinstance(bn, torch.nn.BatchNorm1d) and not bn.affine
+    feats = 5.0 + 0.1 * torch.randn(16, 4)  # a large shared offset, a small varying part
+    out = bn.train()(feats)
+    assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-5)
+    assert torch.allclose(out.var(0, unbiased=False), torch.ones(4), atol=1e-2)
+    normed.sample(torch.randn(16, 3, 8, 8))
+    losses = normed.losses(feats, torch.arange(16) % 3)
+    losses['loss_task_head'].backward()
+    assert normed.task_head[1].weight.grad is not None

@@ -291,3 +291,51 @@ def test_batch_mismatch_is_an_error():
         AttentionTransferLoss()(torch.randn(2, 3, 4, 4), torch.randn(3, 3, 4, 4))
     with pytest.raises(ValueError, match='batch'):
         RelationalKDLoss()(torch.randn(2, 3), torch.randn(3, 3))
+
+
+# ---------------------------------------------------------------- target_norm='batch'
+
+
+def test_pooled_target_norm_batch_by_hand():
+    # pooled teacher, one channel: values 1, 3 over the batch -> mean 2, biased var 1 -> -1, +1
+    # second channel: 10, 10 -> var 0 -> (0, 0) (eps keeps it finite)
+    teacher = as_t([[1.0, 10.0], [3.0, 10.0]])
+    student = as_t([[0.0, 0.0], [0.0, 0.0]])
+    loss = PooledMSELoss(target_norm='batch')(student, teacher)
+    # squares: 1, 0, 1, 0 -> mean 0.5 (up to eps: (1/sqrt(1+1e-5))^2)
+    assert loss.item() == pytest.approx(0.5 / (1 + 1e-5), rel=1e-6)
+    # an offset shared by every image is invisible to the normalised loss, not to the raw one
+    shifted = teacher + 100.0
+    assert PooledMSELoss(target_norm='batch')(student, shifted).item() == pytest.approx(
+        loss.item(), rel=1e-6)
+    assert PooledMSELoss()(student, shifted).item() > 1e4
+
+
+def test_dense_target_norm_standardises_over_batch_and_positions():
+    gen = torch.Generator().manual_seed(0)
+    teacher = 5 + 3 * torch.randn(4, 2, 3, 3, generator=gen)
+    student = torch.zeros(4, 2, 3, 3)
+    target = teacher.clone()
+    for c in range(2):  # written out: mean and biased std over (B, H, W) of channel c
+        values = teacher[:, c].reshape(-1)
+        target[:, c] = (teacher[:, c] - values.mean()) / torch.sqrt(
+            ((values - values.mean())**2).mean() + 1e-5)
+    expected_l2 = (target**2).mean().item()
+    expected_l1 = target.abs().mean().item()
+    assert DenseMSELoss(target_norm='batch')(student, teacher).item() == pytest.approx(
+        expected_l2, rel=1e-5)
+    assert DenseL1Loss(target_norm='batch')(student, teacher).item() == pytest.approx(
+        expected_l1, rel=1e-5)
+    assert expected_l2 == pytest.approx(1.0, rel=1e-4)  # a standardised target has unit power
+
+
+def test_target_norm_typo_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"target_norm='bacth'.*None.*'batch'"):
+        MODELS.build(dict(type='PooledMSELoss', target_norm='bacth'))
+
+
+def test_target_norm_keeps_gradients_off_the_teacher():
+    student = torch.randn(4, 3, requires_grad=True)
+    teacher = torch.randn(4, 3, requires_grad=True)
+    PooledMSELoss(target_norm='batch')(student, teacher).backward()
+    assert student.grad is not None and teacher.grad is None

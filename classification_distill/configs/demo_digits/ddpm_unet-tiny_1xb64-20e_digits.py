@@ -3,10 +3,10 @@
 # (<work_dir>/pipeline) plus a 4x4 grid of DDIM samples (<work_dir>/samples.png).
 #
 #   python tools/train.py \
-#       classification_distill/configs/demo_digits/ddpm_unet-tiny_1xb64-25e_digits.py
+#       classification_distill/configs/demo_digits/ddpm_unet-tiny_1xb64-20e_digits.py
 #
 # The folder then loads as any downloaded teacher:
-#   DiffusionTeacher(pretrained='work_dirs/ddpm_unet-tiny_1xb64-25e_digits/pipeline',
+#   DiffusionTeacher(pretrained='work_dirs/ddpm_unet-tiny_1xb64-20e_digits/pipeline',
 #                    layers=['mid_block.resnets.1.conv2'], timesteps=[100])
 custom_imports = dict(
     imports=[
@@ -18,17 +18,18 @@ custom_imports = dict(
     allow_failed_imports=False)
 default_scope = 'mmpretrain'
 
-# model: a UNet2DModel of 1.0M weights; 32 -> 16 -> 8 -> 4 pixels, self-attention in the 4x4
+# model: a UNet2DModel of 0.8M weights; 32 -> 16 -> 8 -> 4 pixels, self-attention in the 4x4
 # mid block. 'mid_block.resnets.1.conv2' gives 64 channels at 4x4 for a 32x32 input.
-# (16 channels at full resolution: with 8, samples get strong colour casts; 475 iterations of
-# this model give recognisable digits in about 3.5 min on 2 CPU cores.)
+# Sized for the 4-minute budget on 2 CPU cores (380 iterations): 16 channels at full resolution
+# (with 8 the samples get strong colour casts); (16, 24, 48, 64) reaches a lower held-out noise
+# prediction error than (16, 32, 64, 64) in the same time because it runs ~25% more iterations.
 model = dict(
     type='DDPMTrainer',
     unet=dict(
         sample_size=32,
         in_channels=3,
         out_channels=3,
-        block_out_channels=(16, 32, 64, 64),
+        block_out_channels=(16, 24, 48, 64),
         layers_per_block=1,
         down_block_types=('DownBlock2D', 'DownBlock2D', 'DownBlock2D', 'DownBlock2D'),
         up_block_types=('UpBlock2D', 'UpBlock2D', 'UpBlock2D', 'UpBlock2D'),
@@ -54,10 +55,10 @@ optim_wrapper = dict(
     type='OptimWrapper', optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.0), clip_grad=None)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', eta_min=1e-4, by_epoch=True, begin=3, end=25,
+    dict(type='CosineAnnealingLR', eta_min=1e-4, by_epoch=True, begin=3, end=20,
          convert_to_iter_based=True),
 ]
-train_cfg = dict(by_epoch=True, max_epochs=25)
+train_cfg = dict(by_epoch=True, max_epochs=20)
 val_cfg = None
 val_dataloader = None
 val_evaluator = None

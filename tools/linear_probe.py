@@ -61,6 +61,12 @@ def _import_custom_modules(cfg):
         import_modules_from_strings(**custom)
 
 
+def _scope(cfg):
+    """The config's registry scope, whatever scope the process is in (tests, notebooks)."""
+    from mmengine.registry import DefaultScope
+    return DefaultScope.overwrite_default_scope(cfg.get('default_scope') or 'mmpretrain')
+
+
 def _dataset_cfg(cfg, split):
     loader = cfg.get(f'{split}_dataloader')
     if not loader or 'dataset' not in loader:
@@ -81,8 +87,9 @@ def load_split(cfg, split, batch_size):
     ds_cfg = copy.deepcopy(_dataset_cfg(cfg, split))
     if split == 'train':  # no augmentation: the test pipeline
         ds_cfg['pipeline'] = copy.deepcopy(_dataset_cfg(cfg, 'test')['pipeline'])
-    dataset = DATASETS.build(ds_cfg)
-    preprocessor = MODELS.build(cfg.model['data_preprocessor'])
+    with _scope(cfg):
+        dataset = DATASETS.build(ds_cfg)
+        preprocessor = MODELS.build(cfg.model['data_preprocessor'])
     inputs, labels = [], []
     for start in range(0, len(dataset), batch_size):
         batch = pseudo_collate([dataset[i] for i in range(start, min(start + batch_size,
@@ -118,7 +125,8 @@ def load_backbone(cfg, source, seed):
     bb_cfg = copy.deepcopy(_backbone_cfg(cfg))
     bb_cfg.pop('init_cfg', None)
     torch.manual_seed(seed)
-    backbone = MODELS.build(bb_cfg)
+    with _scope(cfg):
+        backbone = MODELS.build(bb_cfg)
     backbone.eval()  # (mmpretrain's ResNet.train() returns None, so no chaining)
     if source == 'random':  # the initialisation a from-scratch run starts from
         from mmengine.logging import MMLogger
@@ -208,8 +216,6 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = _cli.load_config(args.config, args.cfg_options)
     _import_custom_modules(cfg)
-    from mmengine.registry import init_default_scope
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     extractors = {spec: make_extractor(cfg, spec, args.seed) for spec in args.features}
     train_x, train_y = load_split(cfg, 'train', args.batch_size)
     test_x, test_y = load_split(cfg, 'test', args.batch_size)

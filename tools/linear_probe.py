@@ -151,11 +151,14 @@ def load_backbone(cfg, source, seed):
             f'Checkpoint {source!r} holds no backbone weights: no key starts with '
             f'{" or ".join(BACKBONE_PREFIXES)} (its top-level names: {", ".join(roots[:8])}). '
             'Pass a classifier or a distillation checkpoint of this toolkit.')
-    missing, unexpected = backbone.load_state_dict(weights, strict=False)
-    if missing or unexpected:
+    from common.io.pretrained_init import load_state_dict_report
+    report = load_state_dict_report(backbone, weights, source=source)
+    if report['missing'] or report['unexpected'] or report['mismatched']:
         raise _cli.RunError(
-            f'Checkpoint {source!r} does not fit the config\'s backbone: {len(missing)} missing '
-            f'keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). '
+            f'Checkpoint {source!r} does not fit the config\'s backbone: '
+            f'{len(report["missing"])} missing keys (e.g. {report["missing"][:3]}), '
+            f'{len(report["unexpected"])} unexpected (e.g. {report["unexpected"][:3]}), '
+            f'{len(report["mismatched"])} of another shape (e.g. {report["mismatched"][:3]}). '
             'Use the config the checkpoint was trained with.')
     return backbone
 

@@ -131,8 +131,19 @@ class PooledMSELoss(_FeatureTargetLoss):
         return self.loss_weight * F.mse_loss(s, t)
 
 
+class _DenseFeatureLoss(_FeatureTargetLoss):
+    """``loss_weight * distance(student, target(teacher))`` over same-shaped tensors."""
+
+    distance = None  # F.mse_loss or F.l1_loss, set by the subclass
+
+    def forward(self, student, teacher):
+        teacher = self.target(teacher)
+        _check_same_shape(type(self).__name__, student, teacher)
+        return self.loss_weight * type(self).distance(student, teacher)
+
+
 @MODELS.register_module()
-class DenseMSELoss(_FeatureTargetLoss):
+class DenseMSELoss(_DenseFeatureLoss):
     """Dense L2: ``loss = loss_weight * mean over all elements of (student - teacher)^2``.
 
     RepFusion's CelebA-HQ setting (1×1 connector, student resized to the teacher's H×W). The
@@ -143,14 +154,11 @@ class DenseMSELoss(_FeatureTargetLoss):
         target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
     """
 
-    def forward(self, student, teacher):
-        teacher = self.target(teacher)
-        _check_same_shape(type(self).__name__, student, teacher)
-        return self.loss_weight * F.mse_loss(student, teacher)
+    distance = F.mse_loss
 
 
 @MODELS.register_module()
-class DenseL1Loss(_FeatureTargetLoss):
+class DenseL1Loss(_DenseFeatureLoss):
     """Dense L1: ``loss = loss_weight * mean over all elements of |student - teacher|``.
 
     RepFusion's CelebA-HQ setting for ResNet-50 and HRNet uses it with ``loss_weight=10``. The
@@ -161,10 +169,7 @@ class DenseL1Loss(_FeatureTargetLoss):
         target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
     """
 
-    def forward(self, student, teacher):
-        teacher = self.target(teacher)
-        _check_same_shape(type(self).__name__, student, teacher)
-        return self.loss_weight * F.l1_loss(student, teacher)
+    distance = F.l1_loss
 
 
 @MODELS.register_module()

@@ -4,6 +4,10 @@ mmcv-lite ships no compiled ops (``mmcv._ext``), but ``mmseg.models`` and ``mmpo
 ``mmcv.ops`` at import time. The models this toolkit trains (BiSeNet, ResNet, HRNet, heatmap heads)
 never call those ops, so we register a stand-in ``mmcv._ext`` whose every op raises a clear error
 *when called*. The stand-in is installed only when the compiled ops are really absent.
+
+Finding out imports nothing: the ``_ext`` extension is looked up in mmcv's package folder the way
+the import system would, without importing mmcv (whose ``__init__`` imports torch and
+mmengine), so ``import common`` does not pay for mmcv until mmseg or mmpose imports it.
 """
 import importlib
 import importlib.machinery
@@ -42,14 +46,24 @@ class _MissingExtModule(types.ModuleType):
         return _missing_op(name)
 
 
+def _mmcv_search_path():
+    """mmcv's package folders (its live ``__path__`` once imported), or None without mmcv."""
+    if 'mmcv' in sys.modules:
+        return list(getattr(sys.modules['mmcv'], '__path__', None) or [])
+    spec = importlib.util.find_spec('mmcv')  # a top-level spec: mmcv is not imported
+    if spec is None:
+        return None
+    return list(spec.submodule_search_locations or [])
+
+
 def compiled_ops_available():
-    """True when mmcv is installed with its compiled ``_ext`` module."""
+    """True when mmcv is installed with its compiled ``_ext`` module (mmcv is not imported)."""
     if 'mmcv._ext' in sys.modules:
         return not getattr(sys.modules['mmcv._ext'], 'is_diffteacher_fallback', False)
-    try:
-        return importlib.util.find_spec('mmcv._ext') is not None
-    except ModuleNotFoundError:  # mmcv itself is not installed
+    path = _mmcv_search_path()
+    if not path:  # mmcv itself is not installed
         return False
+    return importlib.machinery.PathFinder.find_spec('mmcv._ext', path) is not None
 
 
 def install_mmcv_ext_fallback():
@@ -57,7 +71,7 @@ def install_mmcv_ext_fallback():
 
     Returns True when the fallback is (now) active.
     """
-    if importlib.util.find_spec('mmcv') is None or compiled_ops_available():
+    if _mmcv_search_path() is None or compiled_ops_available():
         return False
     if 'mmcv._ext' not in sys.modules:
         module = _MissingExtModule('mmcv._ext')

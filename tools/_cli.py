@@ -8,7 +8,13 @@ GPU) into one paragraph on stderr and a non-zero exit code instead of a tracebac
 
 Exit codes: 0 success, 1 a run-time error the user can fix (checkpoint, model, registry),
 2 a usage error (arguments, config file, config keys).
+
+Start-up rule: this module and the argument parsing of every tool import only the standard
+library, so ``--help`` and argument errors answer at once; torch, mmengine, diffusers and
+``common`` (which pulls mmengine's runner, optimizers and, through them, transformers and peft)
+are imported after the arguments are parsed. ``tests/test_tools/test_startup.py`` checks it.
 """
+import argparse
 import difflib
 import inspect
 import os
@@ -55,14 +61,69 @@ CFG_OPTIONS_HELP = (
     '+model.backbone.init_cfg.type=Pretrained creates the key and any dicts missing on its path.')
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line: ``PROG: error: ...``, exit 2.
+
+    The usage summary of the tools wraps over several lines; the error names the problem and
+    points at ``--help`` instead of repeating it.
+    """
+
+    def error(self, message):
+        self.exit(2, f'{self.prog}: error: {_one_line(message)}; see {self.prog} --help\n')
+
+
+class CfgOptionsAction(argparse.Action):
+    """``--cfg-options KEY=VALUE ...`` kept as typed, for :func:`parse_cfg_options` to convert.
+
+    mmengine's ``DictAction`` converts while parsing, which needs mmengine imported before
+    ``--help`` can answer; this action only checks the ``KEY=VALUE`` form and collects the
+    pairs (repeated flags add up), and :func:`load_config` converts them with ``DictAction``
+    itself, so values mean exactly what they mean in OpenMMLab's tools.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        pairs = list(getattr(namespace, self.dest, None) or [])
+        for pair in values:
+            key, sep, _ = pair.partition('=')
+            if not sep or not key:
+                parser.error(f'argument {option_string}: expected KEY=VALUE pairs, got {pair!r} '
+                             f'(e.g. {option_string} train_cfg.max_epochs=5)')
+            pairs.append(pair)
+        setattr(namespace, self.dest, pairs)
+
+
+def add_cfg_options_arg(parser, help=CFG_OPTIONS_HELP):
+    """Add ``--cfg-options`` (collected as ``KEY=VALUE`` strings; see :class:`CfgOptionsAction`)."""
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, metavar='KEY=VALUE',
+                        help=help)
+
+
+def parse_cfg_options(pairs):
+    """``['KEY=VALUE', ...]`` → ``{KEY: value}``, converted as mmengine's ``DictAction`` does.
+
+    Values become ints, floats, booleans, None, lists (``a,b`` or ``[a,b]``) and tuples
+    (``(a,b)``), nested as written; anything else stays a string. A later pair for the same key
+    wins.
+    """
+    from mmengine.config import DictAction
+    action = DictAction(option_strings=['--cfg-options'], dest='cfg_options')
+    namespace = argparse.Namespace()
+    for pair in pairs:
+        try:
+            action(None, namespace, [pair])
+        except (AssertionError, ValueError) as err:  # e.g. "Imbalanced brackets exist in ..."
+            raise UsageError(f'--cfg-options {pair!r} cannot be read ({_one_line(err)}); write '
+                             f'lists as KEY="[a,b]" and nested ones as KEY="[(a,b),(c,d)]", with '
+                             f'balanced brackets.') from err
+    return getattr(namespace, 'cfg_options', None) or {}
+
+
 def add_common_args(parser):
     """Add the flags both scripts take: --work-dir, --cfg-options, --launcher, --local-rank."""
-    from mmengine.config import DictAction
     parser.add_argument(
         '--work-dir', help='folder for logs, checkpoints and dumped configs (default: '
         'the config\'s work_dir, else work_dirs/<config file name without .py>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help=CFG_OPTIONS_HELP)
+    add_cfg_options_arg(parser)
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
         help='job launcher: none (one process), pytorch (torchrun; tools/dist_train.sh uses it) '
@@ -85,11 +146,20 @@ def set_local_rank(args):
 # ----------------------------------------------------------------------------- config
 
 def load_config(path, cfg_options=None):
-    """Read the config file and merge the (checked) ``--cfg-options`` into it."""
-    from mmengine.config import Config
-    if not osp.isfile(path):
+    """Read the config file and merge the (checked) ``--cfg-options`` into it.
+
+    ``cfg_options`` is what :class:`CfgOptionsAction` collected (a list of ``KEY=VALUE``
+    strings, converted by :func:`parse_cfg_options`) or a dict of values already typed.
+    Importing ``common`` first makes its registrations and the mmcv fallback take effect for
+    every config, also one that does not name it in ``custom_imports``.
+    """
+    if not osp.isfile(path):  # before the heavy imports: a typo'd path answers at once
         raise UsageError(f'Config file {path!r} does not exist{_similar_files_hint(path)} '
                          f'(relative paths are resolved from {os.getcwd()!r}).')
+    import common  # noqa: F401  mmcv fallback, safe checkpoint loading, shared registries
+    from mmengine.config import Config
+    if isinstance(cfg_options, (list, tuple)):
+        cfg_options = parse_cfg_options(cfg_options)
     try:
         cfg = Config.fromfile(path)
     except (FileNotFoundError, KeyError, SyntaxError, ImportError) as err:
@@ -120,8 +190,8 @@ def _runner_arguments():
     return names | {'runner_type', 'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn'}
 
 
-def _is_mapping(value):
-    # dicts, ConfigDicts and the Config object itself
+def is_mapping(value):
+    """True for dicts, ConfigDicts and the Config object itself."""
     return isinstance(value, dict) or (hasattr(value, 'keys') and hasattr(value, 'items'))
 
 
@@ -130,7 +200,7 @@ def _flat_keys(node, prefix='', depth=5):
     keys = []
     if depth == 0:
         return keys
-    items = (node.items() if _is_mapping(node) else
+    items = (node.items() if is_mapping(node) else
              enumerate(node) if isinstance(node, (list, tuple)) else ())
     for key, value in items:
         path = f'{prefix}{key}'
@@ -178,21 +248,21 @@ def check_cfg_options(cfg, options):
         node = cfg
         for i, part in enumerate(parts):
             is_last = i == len(parts) - 1
-            if _is_mapping(node) and part in node:
+            if is_mapping(node) and part in node:
                 node = node[part]
                 continue
             if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
                 continue
-            if _is_mapping(node) and (add or (part == '_delete_' and is_last)):
+            if is_mapping(node) and (add or (part == '_delete_' and is_last)):
                 break  # "+": this part and the dicts below it are created
             where = '.'.join(parts[:i])
-            if not (_is_mapping(node) or isinstance(node, (list, tuple))):
+            if not (is_mapping(node) or isinstance(node, (list, tuple))):
                 raise UsageError(
                     f'--cfg-options key {raw_key!r}: {where!r} is {node!r} '
                     f'({type(node).__name__}), not a dict, so it has no key {part!r}. Set '
                     f'{where!r} itself instead (e.g. {where}="dict(...)").')
-            siblings = ([str(k) for k in node] if _is_mapping(node) else
+            siblings = ([str(k) for k in node] if is_mapping(node) else
                         [str(j) for j in range(len(node))])
             close = _closest_keys(cfg, key, i, siblings)
             hint = (f'Closest existing keys: {", ".join(close)}.' if close else

@@ -9,14 +9,22 @@ sorted by file name, is read as RGB, resized to the teacher's native input size 
 already has it) and scaled to [-1, 1]. The output holds one float32 tensor per key
 ``'{layer}@{t}'`` of shape [N, C, H, W] and the metadata entry ``images``: a JSON list of the
 file names in order.
+
+``--cfg-options`` follows tools/train.py's rules: every KEY must exist in the config (a typo
+fails with the nearest existing keys, exit 2); ``+KEY=VALUE`` adds a key on purpose. The
+arguments are parsed before torch, mmengine, diffusers or ``common`` is imported.
 """
-import argparse
 import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:  # imported, not run as a script
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _cli  # noqa: E402
 
+_cli.make_repo_importable()
+
+PROG = 'tools/extract_features.py'
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg')
 
 
@@ -25,8 +33,7 @@ class ExtractionError(RuntimeError):
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = _cli.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config file that defines `teacher`')
     parser.add_argument('--images', help='folder of .png/.jpg/.jpeg images')
     parser.add_argument('--out', help='output .safetensors file')
@@ -34,8 +41,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument('--list-layers', action='store_true',
                         help='print the module paths of the teacher UNet and exit')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. teacher.timesteps=[50]')
+    _cli.add_cfg_options_arg(parser, help='override config settings, e.g. '
+                             'teacher.timesteps=[50] (every KEY must exist; "+KEY" adds one)')
     args = parser.parse_args(argv)
     if not args.list_layers and not (args.images and args.out):
         parser.error('--images and --out are required (or use --list-layers)')
@@ -69,14 +76,8 @@ def load_image(path, size):
 
 
 def build_teacher(args):
-    import common  # noqa: F401 - registers DiffusionTeacher, safe loading
-    from mmengine.config import Config
+    cfg = _cli.load_config(args.config, args.cfg_options)  # imports common: DiffusionTeacher
     from mmengine.registry import MODELS
-    if not os.path.isfile(args.config):
-        raise ExtractionError(f'Config file {args.config!r} not found.')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     if 'teacher' not in cfg:
         raise ExtractionError(f'{args.config!r} defines no `teacher`; add '
                               f"teacher = dict(type='DiffusionTeacher', pretrained=..., "
@@ -115,8 +116,8 @@ def main(argv=None):
         from common.io import atomic_path
         with atomic_path(args.out) as tmp:
             save_file(features, tmp, metadata=dict(images=json.dumps(names)))
-    except (ExtractionError, ValueError, OSError) as err:
-        print(f'error: {err}', file=sys.stderr)
+    except (_cli.UsageError, ExtractionError, ValueError, OSError) as err:
+        print(f'{PROG}: error: {err}', file=sys.stderr)
         return 2
     shapes = ', '.join(f'{k}: {list(v.shape)}' for k, v in features.items())
     print(f'wrote {len(names)} images to {args.out} ({shapes})')

@@ -19,8 +19,9 @@ Feature maps are globally average-pooled to one vector per image. A logistic reg
 on the test split; the table gives test top-1 in percent. The probe asks how linearly separable
 the classes are in a feature, independently of fine-tuning. classification_distill/README.md uses
 it to explain the digits demo.
+
+The arguments are parsed before torch, mmengine or ``common`` is imported.
 """
-import argparse
 import json
 import logging
 import os.path as osp
@@ -37,8 +38,7 @@ BACKBONE_PREFIXES = ('student.backbone.', 'backbone.')
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
+    parser = _cli.ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config with the datasets (and backbone) to probe')
     parser.add_argument('--features', nargs='+', required=True, metavar='SPEC',
                         help="'pixels', 'teacher:DIR:LAYER@T', 'backbone:CKPT' or "
@@ -48,8 +48,8 @@ def parse_args(argv=None):
     parser.add_argument('--C', type=float, default=1.0,
                         help='inverse L2 strength of the logistic regression (default 1.0)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the backbone init')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings (same rules as tools/train.py)')
+    _cli.add_cfg_options_arg(parser, help='override config settings (same rules as '
+                             'tools/train.py: every KEY must exist, "+KEY" adds one)')
     return parser.parse_args(argv)
 
 

@@ -6,8 +6,10 @@
 Several processes: ``bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [args]``. The checkpoint is
 loaded through the safe loader of ``common.io`` (no pickled code runs). The metrics are logged
 and printed as the last line (``Test metrics: {...}``).
+
+The arguments are parsed before torch, mmengine or ``common`` is imported, so ``--help`` and
+argument errors answer at once.
 """
-import argparse
 import json
 import os.path as osp
 import sys
@@ -16,15 +18,14 @@ if osp.dirname(osp.abspath(__file__)) not in sys.path:  # imported, not run as a
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import _cli  # noqa: E402
 
-_cli.make_repo_importable()
-import common  # noqa: E402,F401  mmcv fallback, safe checkpoint loading, shared registries
+_cli.make_repo_importable()  # `common` is imported by _cli.load_config, after the arguments
 
 PROG = 'tools/test.py'
 PICKLE_SUFFIXES = ('.pkl', '.pickle')
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
         prog=PROG, description='Evaluate a checkpoint with the test loop of a config.',
         epilog='Exit codes: 0 done, 1 a run-time error you can fix (checkpoint, model), '
         '2 a usage error (arguments, config file, config keys).')

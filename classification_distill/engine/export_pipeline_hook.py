@@ -6,14 +6,10 @@ The model must offer ``export_pipeline()`` returning a diffusers pipeline (``DDP
 its EMA UNet when EMA is on). When mmengine's ``EMAHook`` is registered, its averaged copy of the
 model is exported instead.
 
-The folder is written atomically: the pipeline is saved into a temporary folder next to
-``out_dir`` and renamed onto it only once complete; an existing folder is replaced only after
-the new one is written (and put back if the swap fails). A failure leaves no half-written folder.
+The folder is written all or nothing by ``common.io.atomic_folder`` (the toolkit's one folder
+writer): an existing folder is replaced only once the new one is complete and on disk.
 """
-import os
 import os.path as osp
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -24,48 +20,12 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from common.io import atomic_path
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _replace_folder(new, dest):
-    """Rename the complete folder ``new`` onto ``dest``, replacing an existing ``dest`` safely."""
-    if not osp.lexists(dest):
-        os.rename(new, dest)
-        return
-    if not osp.isdir(dest) or osp.islink(dest):
-        raise FileExistsError(f'{dest} exists and is not a folder; refusing to replace it with '
-                              f'the exported pipeline. Move it away or choose another out_dir.')
-    trash = tempfile.mkdtemp(prefix=f'.{osp.basename(dest)}.old.', dir=osp.dirname(dest))
-    old = osp.join(trash, osp.basename(dest))
-    os.rename(dest, old)
-    try:
-        os.rename(new, dest)
-    except BaseException:
-        os.rename(old, dest)  # put the previous folder back
-        shutil.rmtree(trash, ignore_errors=True)
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
+from common.io.atomic_folder import save_pretrained_atomically
 
 
 def save_pipeline_atomically(pipeline, out_dir):
-    """``pipeline.save_pretrained`` into ``out_dir`` via a temporary sibling folder and a rename."""
-    out_dir = osp.abspath(osp.expanduser(os.fspath(out_dir)))
-    parent = osp.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(out_dir)}.', suffix='.tmp', dir=parent)
-    try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; give it a folder's mode
-        pipeline.save_pretrained(tmp, safe_serialization=True)
-        _replace_folder(tmp, out_dir)
-    finally:
-        if osp.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    """``pipeline.save_pretrained`` into ``out_dir``, all or nothing (see common.io.atomic_folder)."""
+    return save_pretrained_atomically(pipeline, out_dir, overwrite=True)
 
 
 @torch.no_grad()

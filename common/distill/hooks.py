@@ -45,7 +45,9 @@ class TimestepHistogramHook(Hook):
 
     Logs a one-line summary (quartiles, most chosen bin) after each epoch and keeps every
     epoch's histogram in ``<work_dir>/timestep_histogram.json``; at the end of training draws
-    them as a heat map ``timestep_histogram.png`` (epochs × timestep bins).
+    them as a heat map ``timestep_histogram.png`` (epochs × timestep bins). The histograms so far
+    travel in the checkpoint (``timestep_histogram``), so a resumed run's JSON and heat map still
+    start at epoch 1.
     """
 
     priority = 'LOW'
@@ -54,6 +56,13 @@ class TimestepHistogramHook(Hook):
         self.num_bins = num_bins
         self.history = []
         self._epoch = []
+
+    def before_save_checkpoint(self, runner, checkpoint):
+        checkpoint['timestep_histogram'] = [dict(h) for h in self.history]
+
+    def after_load_checkpoint(self, runner, checkpoint):
+        if getattr(runner, '_resume', False):
+            self.history = [dict(h) for h in checkpoint.get('timestep_histogram', [])]
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         sampler = _sampler(runner)

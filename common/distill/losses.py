@@ -82,6 +82,9 @@ class _WeightedLoss(nn.Module):
         return f'loss_weight={self.loss_weight}'
 
 
+SINGLE_SAMPLE_MODES = ('error', 'skip')
+
+
 class _FeatureTargetLoss(_WeightedLoss):
     """A feature loss whose teacher target can be standardised first (``target_norm``).
 
@@ -92,18 +95,51 @@ class _FeatureTargetLoss(_WeightedLoss):
     offset shared by all images: on the digits demo 98% of the pooled mid-block feature's mean
     square is that offset, so the raw MSE falls by learning it and leaves the image-dependent part
     (where class information lives) nearly unfitted (classification_distill/README.md).
+
+    A batch of one has no batch statistics: the pooled target would be all zeros, and a dense
+    target would be standardised over that one image's H×W only (a different target). So with
+    ``target_norm='batch'`` a batch of one raises ``ValueError`` (``single_sample='error'``,
+    default) or gives a zero loss that still reaches the student's graph (``single_sample=
+    'skip'``: that batch teaches nothing; e.g. the last, one-image batch of an epoch).
     """
 
-    def __init__(self, loss_weight=1.0, target_norm=None):
+    def __init__(self, loss_weight=1.0, target_norm=None, single_sample='error'):
         super().__init__(loss_weight)
-        self.target_norm = _check_target_norm(type(self).__name__, target_norm)
+        name = type(self).__name__
+        self.target_norm = _check_target_norm(name, target_norm)
+        if single_sample not in SINGLE_SAMPLE_MODES:
+            raise ValueError(f'{name}: single_sample={single_sample!r} is not one of '
+                             f"{SINGLE_SAMPLE_MODES}: 'error' refuses a batch of one under "
+                             f"target_norm='batch', 'skip' gives it a zero loss.")
+        self.single_sample = single_sample
+
+    def skips(self, teacher):
+        """True when this batch gets a zero loss (``target_norm='batch'``, one sample, 'skip').
+
+        Raises ``ValueError`` for a batch of one under ``target_norm='batch'`` and
+        ``single_sample='error'``.
+        """
+        if self.target_norm != 'batch' or teacher.shape[0] != 1:
+            return False
+        if self.single_sample == 'skip':
+            return True
+        raise ValueError(
+            f"{type(self).__name__}: target_norm='batch' standardises the teacher feature per "
+            f'channel over the batch, but this batch has one sample (teacher shape '
+            f'{tuple(teacher.shape)}), so the target would be all zeros (pooled) or standardised '
+            f'over one image only (dense). Use at least 2 samples per batch and process (set '
+            f"drop_last=True in the train dataloader when the last batch can hold one image), "
+            f"or set single_sample='skip' on the loss to give such a batch a zero loss.")
 
     def target(self, teacher):
         teacher = teacher.detach()
         return standardize_per_channel(teacher) if self.target_norm == 'batch' else teacher
 
     def extra_repr(self):
-        return f'{super().extra_repr()}, target_norm={self.target_norm!r}'
+        extra = f'{super().extra_repr()}, target_norm={self.target_norm!r}'
+        if self.single_sample != 'error':
+            extra += f', single_sample={self.single_sample!r}'
+        return extra
 
 
 @MODELS.register_module()
@@ -118,17 +154,21 @@ class PooledMSELoss(_FeatureTargetLoss):
     Args:
         loss_weight (float): multiplier of the loss.
         target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
+        single_sample (str): a batch of one under ``target_norm='batch'``: ``'error'``
+            (default) raises, ``'skip'`` gives a zero loss (see ``_FeatureTargetLoss``).
     """
 
     def forward(self, student, teacher):
         name = type(self).__name__
         _check_dims(name, student, 'student', (2, 4))
         _check_dims(name, teacher, 'teacher', (2, 4))
-        s, t = _global_pool(student), self.target(_global_pool(teacher))
+        s, t = _global_pool(student), _global_pool(teacher)
         if s.shape != t.shape:
             hint = ' after pooling; map the student channels with a connector before this loss'
             _check_same_shape(name, student, teacher, hint=hint)
-        return self.loss_weight * F.mse_loss(s, t)
+        if self.skips(t):
+            return s.sum() * 0.0
+        return self.loss_weight * F.mse_loss(s, self.target(t))
 
 
 class _DenseFeatureLoss(_FeatureTargetLoss):
@@ -137,9 +177,10 @@ class _DenseFeatureLoss(_FeatureTargetLoss):
     distance = None  # F.mse_loss or F.l1_loss, set by the subclass
 
     def forward(self, student, teacher):
-        teacher = self.target(teacher)
         _check_same_shape(type(self).__name__, student, teacher)
-        return self.loss_weight * type(self).distance(student, teacher)
+        if self.skips(teacher):
+            return student.sum() * 0.0
+        return self.loss_weight * type(self).distance(student, self.target(teacher))
 
 
 @MODELS.register_module()
@@ -152,6 +193,8 @@ class DenseMSELoss(_DenseFeatureLoss):
     Args:
         loss_weight (float): multiplier of the loss.
         target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
+        single_sample (str): a batch of one under ``target_norm='batch'``: ``'error'``
+            (default) raises, ``'skip'`` gives a zero loss (see ``_FeatureTargetLoss``).
     """
 
     distance = F.mse_loss
@@ -167,6 +210,8 @@ class DenseL1Loss(_DenseFeatureLoss):
     Args:
         loss_weight (float): multiplier of the loss.
         target_norm (str | None): None (RepFusion) or ``'batch'`` (see ``_FeatureTargetLoss``).
+        single_sample (str): a batch of one under ``target_norm='batch'``: ``'error'``
+            (default) raises, ``'skip'`` gives a zero loss (see ``_FeatureTargetLoss``).
     """
 
     distance = F.l1_loss

@@ -14,14 +14,11 @@ from mmengine.model.weight_init import PretrainedInit, update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 
 from .checkpoint import state_dict_from_checkpoint
+from .runner_load import PartialLoadWarning  # noqa: F401  (one warning class for both checks)
 
 
 class PretrainedLoadError(RuntimeError):
     """No weight of the checkpoint could be loaded into the module."""
-
-
-class PartialLoadWarning(UserWarning):
-    """Some keys of the module or the checkpoint were not matched."""
 
 
 def select_prefix(state_dict, prefix, source='checkpoint'):

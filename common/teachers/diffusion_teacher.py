@@ -8,7 +8,13 @@ forward hooks and the forward stops after the last requested module.
 The diffusion model is held outside the module tree: its weights never appear in
 ``state_dict()`` or ``parameters()`` (so never in a student checkpoint or an optimizer), and it
 follows the owner's ``.to(device)`` while keeping its configured dtype.
+
+With a ``seed`` every random draw (forward noise, and the VAE posterior sample of
+``latent='sample'``) comes from generators seeded by it and shared by every image, so a feature
+depends only on its own image; the feature cache's key covers every setting that changes a
+feature (:meth:`DiffusionTeacher.cache_settings`).
 """
+import dataclasses
 import logging
 
 import torch
@@ -19,11 +25,17 @@ from .errors import TeacherConfigError
 from .feature_cache import FeatureCache, make_key, module_fingerprint, tensor_digest
 from ..feature_hooks import FeatureRecorder, resolve_modules
 from .frozen import FrozenTeacherBase
-from .loading import load_diffusion_components
+from .loading import (DiffusionComponents, check_noise_schedule, load_diffusion_components,
+                      noise_scheduler_from_config)
 
 DTYPES = dict(float32=torch.float32, float16=torch.float16, bfloat16=torch.bfloat16)
 NOISE_MODES = ('forward', 'none')
 LATENT_MODES = ('mean', 'sample')
+# The VAE posterior draws of latent='sample' use their own stream, seeded with seed + this offset,
+# so they never coincide with the forward noise drawn from seed itself.
+LATENT_SEED_OFFSET = 0x5EED
+# Bump when the way features are computed changes: old cache entries then never match.
+CACHE_FORMAT_VERSION = 2
 
 
 def _as_list(value):
@@ -35,26 +47,37 @@ class DiffusionTeacher(FrozenTeacherBase):
     """A frozen diffusion model used as a feature extractor.
 
     Args:
-        pretrained (str): a diffusers pipeline folder or hub id (pixel DDPM: ``unet/`` +
-            ``scheduler/``; Stable Diffusion 1.x/2.x/XL: also ``vae/``, ``text_encoder(_2)/``,
-            ``tokenizer(_2)/``), or a bare ``UNet2DModel`` folder.
+        pretrained (str | DiffusionComponents): a diffusers pipeline folder or hub id (pixel
+            DDPM: ``unet/`` + ``scheduler/``; Stable Diffusion 1.x/2.x/XL: also ``vae/``,
+            ``text_encoder(_2)/``, ``tokenizer(_2)/``), or a bare ``UNet2DModel`` folder (with
+            ``noise_schedule``); or components already in memory (benchmarks).
         layers (list[str]): module paths inside the UNet, e.g. ``'mid_block.resnets.1.conv2'``.
         timesteps (list[int]): diffusion timesteps, each in ``[0, num_train_timesteps)``.
         noise (str): ``'forward'``: ``x_t = scheduler.add_noise(x0, eps, t)`` (the papers);
             ``'none'``: the clean ``x0`` is fed with ``t`` (the released RepFusion code).
         ensemble (int): noise draws averaged per image (DIFT uses 8).
         seed (int | None): when set, the ensemble's noise is drawn once from this seed and shared
-            by every image and timestep (deterministic features, as SD-DINO/ddpm-segmentation).
+            by every image and timestep (deterministic features, as SD-DINO/ddpm-segmentation);
+            so are the posterior draws of ``latent='sample'`` (from ``seed + LATENT_SEED_OFFSET``).
         prompt (str): text for text-conditioned UNets; encoded once and cached.
         dtype (str): ``'float32'``, ``'float16'`` or ``'bfloat16'``. Features are returned as
             float32 whatever the compute dtype.
-        latent (str): latent models encode with the VAE's posterior ``'mean'`` or a ``'sample'``.
+        latent (str): latent models encode with the VAE's posterior ``'mean'``, or ``'sample'``:
+            ``mean + std * eps`` with one ``eps`` per ensemble member (each noisy copy has its own
+            posterior draw, as DIFT's batch of copies; the VAE still runs once per image).
         input_norm (dict | None): ``dict(mean=[...], std=[...])`` in 0-255 units when the images
             given are normalised that way (as by a data preprocessor); undone to [-1, 1].
         class_label (int | None): label fed to class-conditional UNets when none is passed.
         max_batch_size (int | None): largest UNet batch (timesteps x ensemble x images) per call.
-        cache_dir (str | None): on-disk feature cache; needs ``noise='none'`` or a ``seed``.
+        cache_dir (str | None): on-disk feature cache; needs deterministic features
+            (``noise='none'`` or a ``seed``; a ``seed`` as well for ``latent='sample'``). It
+            only hits when the exact same input tensor comes again: useless with random
+            augmentation (see ``common.teachers.cache_checks``).
         early_exit (bool): stop the UNet after the last requested module (default True).
+        noise_schedule (dict | None): the training noise schedule as DDPMScheduler arguments
+            (``beta_schedule``, ``beta_start``, ``beta_end``, ``num_train_timesteps``,
+            ``trained_betas``); required for a bare UNet folder or a pipeline folder without
+            ``scheduler/scheduler_config.json``, overrides a pipeline's own otherwise.
     """
 
     def __init__(self,
@@ -72,10 +95,12 @@ class DiffusionTeacher(FrozenTeacherBase):
                  max_batch_size=None,
                  cache_dir=None,
                  early_exit=True,
+                 noise_schedule=None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self._check_options(noise, dtype, latent, ensemble)
-        self.pretrained = pretrained
+        self.pretrained = pretrained.source if isinstance(pretrained, DiffusionComponents) \
+            else pretrained
         self.layers = _as_list(layers)
         self.timesteps = [int(t) for t in _as_list(timesteps)]
         self.noise = noise
@@ -98,17 +123,28 @@ class DiffusionTeacher(FrozenTeacherBase):
                                  persistent=False)
         self.input_norm = input_norm
 
+        self.noise_schedule = noise_schedule
         # Held outside the module tree (see FrozenTeacherBase).
-        self._parts = load_diffusion_components(pretrained, dtype=self.compute_dtype)
+        if isinstance(pretrained, DiffusionComponents):
+            self._parts = pretrained
+            if noise_schedule is not None:
+                self._parts = dataclasses.replace(pretrained, noise_scheduler=(
+                    noise_scheduler_from_config(check_noise_schedule(noise_schedule))))
+            for net in pretrained.modules().values():
+                if net is not None and any(p.dtype != self.compute_dtype
+                                           for p in net.parameters()):
+                    net.to(dtype=self.compute_dtype)
+        else:
+            self._parts = load_diffusion_components(pretrained, dtype=self.compute_dtype,
+                                                    noise_schedule=noise_schedule)
         self._hold(**self._parts.modules())
         self._check_timesteps()
         self._layer_modules = resolve_modules(self.unet, self.layers)
         self._text_cache = None
         self._fingerprint = None
-        if cache_dir is not None and noise == 'forward' and seed is None:
-            raise TeacherConfigError(
-                "A feature cache needs deterministic features: set noise='none' or a fixed seed "
-                '(e.g. seed=0), or remove cache_dir.')
+        self._settings_digest = None
+        if cache_dir is not None:
+            self._check_cacheable(cache_dir)
         self.cache = FeatureCache(cache_dir) if cache_dir is not None else None
 
     # ------------------------------------------------------------------ set-up and properties
@@ -120,6 +156,21 @@ class DiffusionTeacher(FrozenTeacherBase):
                 raise TeacherConfigError(f'DiffusionTeacher {name}={value!r} is not one of {allowed}.')
         if int(ensemble) < 1:
             raise TeacherConfigError(f'DiffusionTeacher ensemble must be >= 1, got {ensemble}.')
+
+    def _check_cacheable(self, cache_dir):
+        if self.noise == 'forward' and self.seed is None:
+            raise TeacherConfigError(
+                f'DiffusionTeacher cache_dir={cache_dir!r} with noise=\'forward\' and seed=None: '
+                f'a feature cache needs deterministic features, but every call draws new noise, '
+                f"so a cached entry would freeze one random draw. Set noise='none' or a fixed "
+                f'seed (e.g. seed=0), or remove cache_dir.')
+        if self.vae is not None and self.latent == 'sample' and self.seed is None:
+            raise TeacherConfigError(
+                f"DiffusionTeacher cache_dir={cache_dir!r} with latent='sample' and seed=None: "
+                f'a feature cache needs deterministic features, but each call draws a new sample '
+                f'of the VAE posterior, so a cached entry would freeze one random draw. Set a '
+                f"fixed seed (e.g. seed=0; the posterior draws are then seeded too), use "
+                f"latent='mean', or remove cache_dir.")
 
     def _check_timesteps(self):
         steps = self.num_train_timesteps
@@ -184,50 +235,87 @@ class DiffusionTeacher(FrozenTeacherBase):
         return images
 
     @torch.no_grad()
-    def encode(self, images):
-        """x0 for the UNet: the images themselves, or their VAE latents times the scaling factor."""
+    def _posterior(self, images):
+        """``(x0, std)``: the images themselves (``std`` None), or the VAE posterior's mean
+        (``std`` None for ``latent='mean'``) and std, both times the scaling factor."""
         if self.vae is None:
-            return images
+            return images, None
         dist = self.vae.encode(images.to(self.compute_dtype)).latent_dist
-        latents = dist.mean if self.latent == 'mean' else dist.sample()
-        return latents * self.vae.config.scaling_factor
+        scale = self.vae.config.scaling_factor
+        std = dist.std.float() * scale if self.latent == 'sample' else None
+        return dist.mean.float() * scale, std
 
-    def _draw_noise(self, x0):
-        """Noise for a batch laid out as (ensemble member, sample).
+    @torch.no_grad()
+    def encode(self, images):
+        """x0 for the UNet: the images themselves, or their VAE latents times the scaling factor
+        (``latent='sample'``: ensemble member 0's posterior draw)."""
+        mean, std = self._posterior(images)
+        if std is None:
+            return mean
+        return mean + std * self._member_noise(mean, LATENT_SEED_OFFSET)[:mean.shape[0]]
 
-        With a seed, member e's noise is drawn once and shared by every sample, so a feature
-        depends only on its own image and timestep (never on the rest of the batch).
+    def _member_noise(self, x0, seed_offset=0):
+        """Standard normal noise for a batch laid out as (ensemble member, sample).
+
+        With a seed, member e's noise is drawn once (from ``seed + seed_offset``) and shared by
+        every sample, so a feature depends only on its own image and timestep (never on the rest
+        of the batch).
         """
         n, shape = x0.shape[0], tuple(x0.shape[1:])
         if self.seed is not None:
-            gen = torch.Generator().manual_seed(int(self.seed))
+            gen = torch.Generator().manual_seed(int(self.seed) + seed_offset)
             members = torch.randn((self.ensemble, ) + shape, generator=gen)
             noise = members[:, None].expand((self.ensemble, n) + shape)
         else:
             noise = torch.randn((self.ensemble, n) + shape, device=x0.device)
         return noise.reshape((-1, ) + shape).to(x0.device, torch.float32)
 
+    def _encode_prompt(self):
+        """``(encoder_hidden_states [1, L, D], pooled [1, P] | None)`` of ``self.prompt``.
+
+        SD 1.x/2.x: the text encoder's last hidden state. SDXL (as diffusers'
+        StableDiffusionXLPipeline): ``hidden_states[-2]`` of both encoders concatenated, and the
+        pooled projection (``text_embeds``) of the second.
+        """
+        parts = self._parts
+        states, pooled = [], None
+        for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
+            ids = tokenizer(self.prompt, padding='max_length', truncation=True,
+                            max_length=tokenizer.model_max_length,
+                            return_tensors='pt').input_ids.to(self.device)
+            out = encoder(ids, output_hidden_states=parts.is_sdxl)
+            if parts.is_sdxl:
+                states.append(out.hidden_states[-2])
+                pooled = out[0] if out[0].dim() == 2 else pooled
+            else:
+                states.append(out[0])
+        if parts.is_sdxl and pooled is None:
+            raise TeacherConfigError(
+                f'{self.pretrained}: an SDXL UNet needs the pooled text embedding of its second '
+                f'text encoder, but text_encoder_2 is a {type(parts.text_encoders[1]).__name__} '
+                f'whose first output is not a [batch, dim] projection. Use the pipeline\'s own '
+                f'text_encoder_2 (a CLIPTextModelWithProjection).')
+        return torch.cat(states, dim=-1), pooled
+
+    def prompt_token_ids(self):
+        """The prompt's token ids per tokenizer (what the text encoders see; for the cache key)."""
+        return [tok(self.prompt, padding='max_length', truncation=True,
+                    max_length=tok.model_max_length).input_ids for tok in self._parts.tokenizers]
+
     @torch.no_grad()
-    def _text_conditioning(self, batch):
-        """Prompt embeddings (and SDXL's added conditioning), encoded once and cached."""
+    def _text_conditioning(self, batch, image_size=None):
+        """Prompt embeddings (and SDXL's added conditioning), encoded once and cached.
+
+        SDXL's time ids are ``(h, w, 0, 0, h, w)`` of the input image (``image_size``: original
+        size = target size, no crop), as the SDXL pipeline builds them for an image of that size.
+        """
         if self._text_cache is None:
-            parts = self._parts
-            states, pooled = [], None
-            for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
-                ids = tokenizer(self.prompt, padding='max_length', truncation=True,
-                                max_length=tokenizer.model_max_length,
-                                return_tensors='pt').input_ids.to(self.device)
-                out = encoder(ids, output_hidden_states=parts.is_sdxl)
-                if parts.is_sdxl:
-                    states.append(out.hidden_states[-2])
-                    pooled = out[0] if out[0].dim() == 2 else pooled
-                else:
-                    states.append(out[0])
-            self._text_cache = (torch.cat(states, dim=-1).to(self.compute_dtype), pooled)
+            states, pooled = self._encode_prompt()
+            self._text_cache = (states.to(self.compute_dtype), pooled)
         states, pooled = self._text_cache
         kwargs = dict(encoder_hidden_states=states.expand(batch, -1, -1))
         if self._parts.is_sdxl:
-            h, w = self.native_size
+            h, w = image_size or self.native_size
             time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.compute_dtype)
             kwargs['added_cond_kwargs'] = dict(
                 text_embeds=pooled.to(self.compute_dtype).expand(batch, -1),
@@ -250,12 +338,13 @@ class DiffusionTeacher(FrozenTeacherBase):
     def _unet_features(self, x_t, t, class_labels):
         """Run the UNet on a prepared batch in chunks; return {layer: features}."""
         step = self.max_batch_size or x_t.shape[0]
+        image_size = tuple(int(s) * self.vae_scale_factor for s in x_t.shape[-2:])
         chunks = []
         for start in range(0, x_t.shape[0], step):
             sl = slice(start, start + step)
             kwargs = {}
             if self._parts.is_text_conditioned:
-                kwargs.update(self._text_conditioning(x_t[sl].shape[0]))
+                kwargs.update(self._text_conditioning(x_t[sl].shape[0], image_size))
             if class_labels is not None:
                 kwargs['class_labels'] = class_labels[sl]
             with FeatureRecorder(self._layer_modules, early_exit=self.early_exit) as rec:
@@ -264,13 +353,20 @@ class DiffusionTeacher(FrozenTeacherBase):
         return {name: torch.cat([c[name] for c in chunks]).float() for name in self.layers}
 
     @torch.no_grad()
-    def _features(self, x0, t, labels):
-        """Features of encoded inputs ``x0`` [N, ...] at per-sample timesteps ``t`` [N]."""
+    def _features(self, x0, t, labels, std=None):
+        """Features of encoded inputs ``x0`` [N, ...] at per-sample timesteps ``t`` [N].
+
+        ``std`` (``latent='sample'``): the posterior std; member e then starts from its own
+        draw ``x0 + std * eps_e``.
+        """
         n, n_e = x0.shape[0], self.ensemble
         x0_rep = x0.float().repeat(n_e, 1, 1, 1)
+        if std is not None:
+            x0_rep = x0_rep + std.float().repeat(n_e, 1, 1, 1) * self._member_noise(
+                x0, LATENT_SEED_OFFSET)
         t_rep = t.to(x0.device).repeat(n_e)
         if self.noise == 'forward':
-            x_t = self.noise_scheduler.add_noise(x0_rep, self._draw_noise(x0), t_rep.cpu())
+            x_t = self.noise_scheduler.add_noise(x0_rep, self._member_noise(x0), t_rep.cpu())
             x_t = x_t.to(x0.device)
         else:
             x_t = x0_rep
@@ -292,12 +388,13 @@ class DiffusionTeacher(FrozenTeacherBase):
         run as one batched UNet call (split by ``max_batch_size``).
         """
         images = self.to_unit_range(images).to(self.device)
-        x0 = self.encode(images)
+        x0, std = self._posterior(images)
         b, n_t = x0.shape[0], len(self.timesteps)
         t = torch.tensor(self.timesteps).repeat_interleave(b)
         labels = self._class_labels(class_labels, b)
         feats = self._features(x0.repeat(n_t, 1, 1, 1), t,
-                               labels.repeat(n_t) if labels is not None else None)
+                               labels.repeat(n_t) if labels is not None else None,
+                               std.repeat(n_t, 1, 1, 1) if std is not None else None)
         return {f'{layer}@{ts}': f[i * b:(i + 1) * b]
                 for layer, f in feats.items() for i, ts in enumerate(self.timesteps)}
 
@@ -307,7 +404,8 @@ class DiffusionTeacher(FrozenTeacherBase):
         t = torch.as_tensor(timesteps).long().view(-1).cpu()
         self._check_runtime_timesteps(t)
         images = self.to_unit_range(images).to(self.device)
-        return self._features(self.encode(images), t, self._class_labels(class_labels, len(t)))
+        x0, std = self._posterior(images)
+        return self._features(x0, t, self._class_labels(class_labels, len(t)), std)
 
     def forward(self, images, class_labels=None):
         """``{'{layer}@{t}': float32 tensor [B, C, H, W]}`` at the configured timesteps."""
@@ -338,15 +436,41 @@ class DiffusionTeacher(FrozenTeacherBase):
 
     # ------------------------------------------------------------------ the cache
     def cache_settings(self):
-        return dict(pretrained=self.pretrained, noise=self.noise, ensemble=self.ensemble,
-                    seed=self.seed, prompt=self.prompt, dtype=self.dtype_name, latent=self.latent,
-                    input_norm=self.input_norm, weights=self.weights_fingerprint(), version=1)
+        """Everything besides the image, layer, timestep and label that changes a feature.
+
+        The noise schedule enters as a digest of the actual ``alphas_cumprod`` (whatever config
+        produced it); the networks as their weights' fingerprint plus their configs (a config
+        such as ``norm_eps`` or ``flip_sin_to_cos`` changes outputs without changing weights);
+        the prompt as the text and the token ids the encoders see. ``early_exit`` and
+        ``max_batch_size`` are left out: they never change a feature.
+        """
+        vae = self.vae
+        return dict(
+            version=CACHE_FORMAT_VERSION, pretrained=self.pretrained, noise=self.noise,
+            ensemble=self.ensemble, seed=self.seed,
+            latent_seed_offset=LATENT_SEED_OFFSET if self.latent == 'sample' else None,
+            dtype=self.dtype_name, input_norm=self.input_norm, class_label=self.class_label,
+            latent=self.latent if vae is not None else None,
+            vae_scaling_factor=None if vae is None else float(vae.config.scaling_factor),
+            prompt=self.prompt,
+            prompt_token_ids=self.prompt_token_ids() if self._parts.is_text_conditioned else None,
+            num_train_timesteps=self.num_train_timesteps,
+            alphas_cumprod=tensor_digest(self.noise_scheduler.alphas_cumprod.double()),
+            configs={name: _config_dict(net) for name, net in self._parts.modules().items()
+                     if net is not None},
+            weights=self.weights_fingerprint())
+
+    def settings_digest(self):
+        """sha256 of :meth:`cache_settings` (computed once, at the first cached call)."""
+        if self._settings_digest is None:
+            self._settings_digest = make_key(**self.cache_settings())
+        return self._settings_digest
 
     def _cached(self, images, class_labels, wanted, compute):
         """Per image i, the features named ``wanted[i]``: from the cache, or computed for the
         images with any miss by ``compute(indices, labels)`` (a list of per-image dicts) and
         stored."""
-        settings = self.cache_settings()
+        settings = self.settings_digest()
         labels = None if class_labels is None else torch.as_tensor(class_labels).view(-1)
         image_ids = [tensor_digest(img.float()) for img in images]
         keys = [{k: make_key(settings=settings, feature=k, image=image_ids[i],
@@ -361,6 +485,15 @@ class DiffusionTeacher(FrozenTeacherBase):
                     found[i][k] = feats[k].cpu()
                     self.cache.put(keys[i][k], found[i][k])
         return found
+
+
+def _config_dict(net):
+    """A network's architecture config as a plain dict, without bookkeeping entries (names and
+    versions starting with ``_``, ``transformers_version``) that never change an output."""
+    config = net.config
+    config = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+    return {k: v for k, v in config.items()
+            if not k.startswith('_') and k not in ('transformers_version', 'name_or_path')}
 
 
 def _per_image(features):

@@ -7,3 +7,8 @@ class TeacherConfigError(ValueError):
 
 class TeacherLoadError(OSError):
     """The ``pretrained`` model could not be found or loaded."""
+
+
+class FeatureCacheNeverHitsWarning(UserWarning):
+    """A teacher feature cache is configured, but random training transforms make every input
+    new, so the cache never hits and only fills the disk (``common.teachers.cache_checks``)."""

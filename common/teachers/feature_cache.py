@@ -1,8 +1,10 @@
 """On-disk cache of teacher features for deterministic teacher settings.
 
 An entry is one feature map of one image, stored as a safetensors file named by a key that hashes
-everything the feature depends on: the teacher's settings, its weights' fingerprint, the layer,
-the timestep and the exact input tensor (so any change of preprocessing changes the key). A
+everything the feature depends on: the teacher's settings (noise schedule, seeds, class label,
+prompt tokens, network configs...: ``DiffusionTeacher.cache_settings``), its weights'
+fingerprint, the layer, the timestep and the exact input tensor (so any change of preprocessing
+changes the key, and random augmentation makes every input new: see ``cache_checks``). A
 stale entry can therefore never be returned. Entries carry a checksum of their tensor bytes; a
 corrupt or truncated entry is detected, removed and recomputed by the caller.
 """
@@ -79,5 +81,7 @@ class FeatureCache:
     def put(self, key, tensor):
         from safetensors.torch import save_file
         tensor = tensor.detach().contiguous().cpu()
-        with atomic_path(self.path(key)) as tmp:
+        # No fsync: an entry lost in a crash is simply recomputed (the rename is still atomic,
+        # and a torn entry fails its checksum).
+        with atomic_path(self.path(key), fsync=False) as tmp:
             save_file({'feature': tensor}, tmp, metadata={'sha256': tensor_digest(tensor)})

@@ -30,7 +30,8 @@ class FrozenTeacherBase(BaseModule):
         super()._apply(fn, *args, **kwargs)
         for net in self.held_networks().values():
             net._apply(fn, *args, **kwargs)
-            net.to(dtype=self.compute_dtype)
+            if any(p.dtype != self.compute_dtype for p in net.parameters()):
+                net.to(dtype=self.compute_dtype)  # keeps its dtype whatever the owner's
         self._on_moved()
         return self
 

@@ -2,8 +2,12 @@
 
 ``pretrained`` is a local folder or a hub id. A folder is either a pipeline folder (``unet/`` plus
 ``scheduler/`` and, for latent models, ``vae/``, ``text_encoder(_2)/``, ``tokenizer(_2)/``) or a
-bare UNet folder (``config.json`` of a ``UNet2DModel``), for which the standard DDPM noise
-schedule is used.
+bare UNet folder (``config.json`` of a ``UNet2DModel``).
+
+The one rule: the noise schedule is never guessed. It comes from the pipeline's
+``scheduler/scheduler_config.json`` or from an explicit ``noise_schedule`` (a bare UNet folder, or a
+pipeline folder without a scheduler); with neither, loading fails (a default linear schedule is
+wrong for cosine-schedule models such as guided-diffusion's).
 """
 import dataclasses
 import importlib
@@ -11,11 +15,17 @@ import json
 import os
 from typing import Any, Optional
 
-import torch
+import logging
 
-from .errors import TeacherLoadError
+import torch
+from mmengine.logging import print_log
+
+from .errors import TeacherConfigError, TeacherLoadError
 
 UNET_CLASSES = ('UNet2DModel', 'UNet2DConditionModel')
+# What ``noise_schedule`` may state: the keys every diffusers scheduler shares for its betas.
+NOISE_SCHEDULE_KEYS = ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule',
+                       'trained_betas', 'rescale_betas_zero_snr')
 COMPONENT_LIBRARIES = ('diffusers', 'transformers')
 
 
@@ -82,16 +92,69 @@ def noise_scheduler_from_config(config):
     return DDPMScheduler(**{k: v for k, v in dict(config).items() if k in keys})
 
 
-def _load_pipeline_folder(folder, dtype):
+def check_noise_schedule(noise_schedule):
+    """Validate a user-stated ``noise_schedule`` dict; return it as a plain dict (or None)."""
+    if noise_schedule is None:
+        return None
+    if not isinstance(noise_schedule, dict) or 'beta_schedule' not in noise_schedule and \
+            'trained_betas' not in noise_schedule:
+        raise TeacherConfigError(
+            f'noise_schedule={noise_schedule!r} must be a dict naming the betas the model was '
+            f"trained with, e.g. dict(beta_schedule='linear', beta_start=1e-4, beta_end=0.02, "
+            f"num_train_timesteps=1000) or dict(beta_schedule='squaredcos_cap_v2', "
+            f'num_train_timesteps=1000) (diffusers DDPMScheduler arguments).')
+    unknown = sorted(set(noise_schedule) - set(NOISE_SCHEDULE_KEYS))
+    if unknown:
+        raise TeacherConfigError(
+            f'noise_schedule has keys {unknown} that do not describe a noise schedule; allowed '
+            f'keys are {NOISE_SCHEDULE_KEYS} (diffusers DDPMScheduler arguments). Remove them.')
+    return dict(noise_schedule)
+
+
+def _scheduler(folder, sched_cfg, noise_schedule, where):
+    """The forward-noising schedule: the folder's own scheduler config or ``noise_schedule``."""
+    own = _read_json(sched_cfg) if sched_cfg and os.path.isfile(sched_cfg) else None
+    if own is None and noise_schedule is None:
+        missing = (f'{sched_cfg} not found' if sched_cfg else
+                   'a bare UNet folder has no scheduler/scheduler_config.json')
+        raise TeacherLoadError(
+            f'{where}: the noise schedule the model was trained with is missing ({missing}), '
+            f'and a default would silently be wrong for models not trained with the linear DDPM '
+            f"schedule (guided-diffusion's cosine models, Stable Diffusion's scaled_linear). Add "
+            f"scheduler/scheduler_config.json from the model's release (a pipeline folder), "
+            f"or state the schedule in the teacher config, e.g. noise_schedule=dict("
+            f"beta_schedule='linear', beta_start=1e-4, beta_end=0.02, num_train_timesteps=1000) "
+            f"or noise_schedule=dict(beta_schedule='squaredcos_cap_v2', "
+            f'num_train_timesteps=1000).')
+    if noise_schedule is None:
+        return noise_scheduler_from_config(own)
+    try:
+        scheduler = noise_scheduler_from_config(noise_schedule)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise TeacherConfigError(
+            f'noise_schedule={noise_schedule} is not a schedule diffusers can build ({err}). Use '
+            f"beta_schedule 'linear', 'scaled_linear' or 'squaredcos_cap_v2', or trained_betas "
+            f'(a list of num_train_timesteps betas).') from None
+    if own is not None:
+        theirs = noise_scheduler_from_config(own).alphas_cumprod
+        if theirs.shape != scheduler.alphas_cumprod.shape or \
+                not torch.allclose(theirs, scheduler.alphas_cumprod):
+            print_log(
+                f'{where}: the configured noise_schedule={noise_schedule} differs from the '
+                f"pipeline's own {sched_cfg}; the configured one is used. Remove noise_schedule "
+                f'from the teacher config to use the pipeline\'s.', logger='current',
+                level=logging.WARNING)
+    return scheduler
+
+
+def _load_pipeline_folder(folder, dtype, noise_schedule=None):
     index_path = os.path.join(folder, 'model_index.json')
     index = _read_json(index_path) if os.path.isfile(index_path) else {}
     unet_dir = os.path.join(folder, 'unet')
     unet_cls = _unet_class(_read_json(os.path.join(unet_dir, 'config.json')), unet_dir)
     unet = unet_cls.from_pretrained(unet_dir, torch_dtype=dtype)
-
-    sched_cfg = os.path.join(folder, 'scheduler', 'scheduler_config.json')
-    scheduler = noise_scheduler_from_config(
-        _read_json(sched_cfg) if os.path.isfile(sched_cfg) else {})
+    scheduler = _scheduler(folder, os.path.join(folder, 'scheduler', 'scheduler_config.json'),
+                           noise_schedule, folder)
 
     def load(name):
         path = os.path.join(folder, name)
@@ -116,12 +179,11 @@ def _load_pipeline_folder(folder, dtype):
     return DiffusionComponents(unet, scheduler, vae, text_encoders, tokenizers, source=folder)
 
 
-def _load_unet_folder(folder, dtype):
+def _load_unet_folder(folder, dtype, noise_schedule=None):
     cls = _unet_class(_read_json(os.path.join(folder, 'config.json')), folder)
+    scheduler = _scheduler(folder, None, noise_schedule, folder)
     unet = cls.from_pretrained(folder, torch_dtype=dtype)
-    steps = unet.config.get('num_train_timesteps') or 1000
-    return DiffusionComponents(unet, noise_scheduler_from_config(dict(num_train_timesteps=steps)),
-                               source=folder)
+    return DiffusionComponents(unet, scheduler, source=folder)
 
 
 def _download(repo_id):
@@ -140,8 +202,15 @@ def _download(repo_id):
             f"pretrained='checkpoints/{repo_id.split('/')[-1]}'.") from None
 
 
-def load_diffusion_components(pretrained, dtype=torch.float32):
-    """Load a teacher's components from a local folder or a hub id (see module docstring)."""
+def load_diffusion_components(pretrained, dtype=torch.float32, noise_schedule=None):
+    """Load a teacher's components from a local folder or a hub id (see module docstring).
+
+    ``noise_schedule`` (dict of DDPMScheduler arguments, see ``NOISE_SCHEDULE_KEYS``) states the
+    training noise schedule; required for a bare UNet folder or a pipeline folder without
+    ``scheduler/scheduler_config.json``, and it overrides a pipeline's own (with a warning when
+    they differ).
+    """
+    noise_schedule = check_noise_schedule(noise_schedule)
     if not isinstance(pretrained, str) or not pretrained:
         raise TeacherLoadError(f'pretrained must be a folder path or a hub id, got {pretrained!r}.')
     folder = os.path.expanduser(pretrained)
@@ -154,9 +223,9 @@ def load_diffusion_components(pretrained, dtype=torch.float32):
                 f"id such as 'google/ddpm-cifar10-32' on a machine that is online.")
         folder = _download(pretrained)
     if os.path.isfile(os.path.join(folder, 'unet', 'config.json')):
-        return _load_pipeline_folder(folder, dtype)
+        return _load_pipeline_folder(folder, dtype, noise_schedule)
     if os.path.isfile(os.path.join(folder, 'config.json')):
-        return _load_unet_folder(folder, dtype)
+        return _load_unet_folder(folder, dtype, noise_schedule)
     raise TeacherLoadError(
         f'pretrained={pretrained!r} is a folder but neither a diffusers pipeline (unet/config.json) '
         f'nor a UNet folder (config.json); its entries are {sorted(os.listdir(folder))[:10]}.')

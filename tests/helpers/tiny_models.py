@@ -24,12 +24,12 @@ def save_ddpm_pipeline(folder, sample_size=16, num_train_timesteps=1000, class_e
     return folder
 
 
-def _write_clip_tokenizer(folder):
-    """A tiny CLIP BPE tokenizer (vocab of single characters), written in the real file format."""
+def write_char_clip_tokenizer(folder, max_length=8):
+    """A CLIP BPE tokenizer whose vocabulary is the single letters, written in the real file
+    format (no network); it stands for a real CLIP vocabulary in tests and CPU benchmarks."""
     from transformers import CLIPTokenizer
-    chars = list('abcdefghijklmnopqrstuvwxyz')
     vocab = {'<|startoftext|>': 0, '<|endoftext|>': 1}
-    for c in chars:
+    for c in 'abcdefghijklmnopqrstuvwxyz':
         vocab[c] = len(vocab)
         vocab[c + '</w>'] = len(vocab)
     os.makedirs(folder, exist_ok=True)
@@ -37,9 +37,8 @@ def _write_clip_tokenizer(folder):
         json.dump(vocab, f)
     with open(os.path.join(folder, 'merges.txt'), 'w') as f:
         f.write('#version: 0.2\n')
-    tok = CLIPTokenizer(os.path.join(folder, 'vocab.json'), os.path.join(folder, 'merges.txt'),
-                        model_max_length=8)
-    return tok
+    return CLIPTokenizer(os.path.join(folder, 'vocab.json'), os.path.join(folder, 'merges.txt'),
+                         model_max_length=max_length)
 
 
 def save_sd_pipeline(folder, xl=False):
@@ -48,7 +47,7 @@ def save_sd_pipeline(folder, xl=False):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
     torch.manual_seed(0)
     tok_dir = os.path.join(folder, '_tok_src')
-    tokenizer = _write_clip_tokenizer(tok_dir)
+    tokenizer = write_char_clip_tokenizer(tok_dir)
     text_cfg = dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
                     num_attention_heads=2, num_hidden_layers=2, max_position_embeddings=8,
                     bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16)

@@ -23,7 +23,7 @@ def options(teacher, images):
             'train_dataloader.batch_size=8', f'+train_dataloader.dataset.indices={images}']
 
 
-def test_policy_demo_config_trains_and_saves_student_only(tools_kit, tiny_teacher, tmp_path):
+def test_policy_demo_config_trains_and_saves_student_and_policy(tools_kit, tiny_teacher, tmp_path):
     work = tmp_path / 'policy'
     proc = tools_kit.run(['tools/train.py', POLICY, '--work-dir', str(work)]
                          + options(tiny_teacher, 16), cwd=REPO)
@@ -34,7 +34,8 @@ def test_policy_demo_config_trains_and_saves_student_only(tools_kit, tiny_teache
     from common.io import load_checkpoint
     state = load_checkpoint(work / 'epoch_1.pth')['state_dict']
     assert any(k.startswith('student.backbone.') for k in state)
-    assert all(k.startswith(('student.', 'connectors.')) for k in state)
+    assert all(k.startswith(('student.', 'connectors.', 'timestep_sampler.')) for k in state)
+    assert any(k.startswith('timestep_sampler.policy_net.') for k in state)  # resumable
 
 
 def test_fixed_t_demo_config_runs_two_ddp_processes(tools_kit, tiny_teacher, tmp_path):

@@ -9,7 +9,7 @@ from mmpretrain.structures import DataSample
 
 import classification_distill.models  # noqa: F401
 import common  # noqa: F401
-from common.distill import EntropyDecayHook, ReinforceTimestepPolicy
+from common.distill import EntropyDecayHook, ReinforceTimestepPolicy, TimestepHistogramHook
 from common.io import save_checkpoint
 from common.io.pretrained_init import PartialLoadWarning
 from tests.helpers.tiny_models import save_ddpm_pipeline
@@ -22,7 +22,7 @@ def ddpm_dir(tmp_path_factory):
     return save_ddpm_pipeline(str(tmp_path_factory.mktemp('ddpm') / 'pipe'))
 
 
-def distiller_cfg(ddpm_dir, sampler, loss=None, save_policy=False):
+def distiller_cfg(ddpm_dir, sampler, loss=None):
     return dict(
         type='FeatureDistiller',
         student=dict(type='ImageClassifier', backbone=dict(type='ResNet_CIFAR', depth=18),
@@ -34,7 +34,6 @@ def distiller_cfg(ddpm_dir, sampler, loss=None, save_policy=False):
             student='backbone.layer4', teacher=MID,
             connector=dict(type='ConvConnector', in_channels=512, out_channels=64),
             loss=loss or dict(type='PooledMSELoss'))),
-        save_policy=save_policy,
         data_preprocessor=dict(type='ClsDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3))
 
 
@@ -84,14 +83,38 @@ def test_policy_variant_trains_all_parts(ddpm_dir):
     assert any(k.startswith('task_head') for k in changed)
 
 
-def test_checkpoint_holds_student_not_teacher_nor_policy(ddpm_dir):
-    sampler = dict(type='ReinforceTimestepPolicy', num_classes=4, teacher_channels=64)
+def test_checkpoint_holds_student_and_policy_not_teacher(ddpm_dir):
+    sampler = dict(type='ReinforceTimestepPolicy', num_classes=4, teacher_channels=64,
+                   baseline='ema')
     model = MODELS.build(distiller_cfg(ddpm_dir, sampler))
     keys = list(model.state_dict())
     assert any(k.startswith('student.backbone.') for k in keys)
-    assert all(k.startswith(('student.', 'connectors.')) for k in keys), keys
-    with_policy = MODELS.build(distiller_cfg(ddpm_dir, sampler, save_policy=True))
-    assert any(k.startswith('timestep_sampler.policy_net') for k in with_policy.state_dict())
+    assert all(k.startswith(('student.', 'connectors.', 'timestep_sampler.')) for k in keys), keys
+    # everything a resumed policy run needs: policy net, task head, reward baseline
+    for part in ('policy_net.', 'task_head.', 'reward_baseline', 'baseline_initialised'):
+        assert any(k.startswith('timestep_sampler.' + part) for k in keys), part
+
+
+def test_save_policy_false_is_refused_and_true_warns(ddpm_dir):
+    sampler = dict(type='ReinforceTimestepPolicy', num_classes=4, teacher_channels=64)
+    with pytest.raises(ValueError, match=r'save_policy=False\) is no longer supported'):
+        MODELS.build(dict(distiller_cfg(ddpm_dir, sampler), save_policy=False))
+    with pytest.warns(FutureWarning, match=r'save_policy=True\) has no effect'):
+        model = MODELS.build(dict(distiller_cfg(ddpm_dir, sampler), save_policy=True))
+    assert any(k.startswith('timestep_sampler.policy_net') for k in model.state_dict())
+
+
+def test_loading_a_checkpoint_without_the_policy_warns(ddpm_dir):
+    from mmengine.runner.checkpoint import load_state_dict
+    from common.distill import PolicyStateMissingWarning
+    sampler = dict(type='ReinforceTimestepPolicy', num_classes=4, teacher_channels=64)
+    model = MODELS.build(distiller_cfg(ddpm_dir, sampler))
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith('timestep_sampler.')}
+    with pytest.warns(PolicyStateMissingWarning, match='timestep_sampler'):
+        load_state_dict(model, old)  # mmengine's non-strict loader, as resume uses
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', PolicyStateMissingWarning)
+        load_state_dict(model, model.state_dict())
 
 
 def test_init_cfg_round_trip_into_fresh_classifier(ddpm_dir, tmp_path):
@@ -202,3 +225,25 @@ def test_task_head_input_norm_standardises_the_pooled_feature():
     losses = normed.losses(feats, torch.arange(16) % 3)
     losses['loss_task_head'].backward()
     assert normed.task_head[1].weight.grad is not None
+
+
+def test_timestep_histogram_history_survives_a_resume(tmp_path):
+    from types import SimpleNamespace
+    from common.io import load_checkpoint
+    sampler = SimpleNamespace(last_timesteps=torch.tensor([5, 15, 15]), num_timesteps=20)
+    logger = SimpleNamespace(info=lambda msg: None)
+    runner = SimpleNamespace(model=SimpleNamespace(timestep_sampler=sampler), epoch=0, rank=0,
+                             work_dir=str(tmp_path), logger=logger, _resume=True)
+    hook = TimestepHistogramHook(num_bins=2)
+    hook.after_train_iter(runner, 0)
+    hook.after_train_epoch(runner)
+    checkpoint = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    save_checkpoint(checkpoint, str(tmp_path / 'c.pth'))
+    resumed = TimestepHistogramHook(num_bins=2)
+    resumed.after_load_checkpoint(runner, load_checkpoint(str(tmp_path / 'c.pth')))
+    assert resumed.history == [dict(epoch=1, counts=[1, 2], edges=[0.0, 10.0, 20.0])]
+    runner.epoch = 1
+    resumed.after_train_iter(runner, 0)
+    resumed.after_train_epoch(runner)
+    assert [h['epoch'] for h in resumed.history] == [1, 2]

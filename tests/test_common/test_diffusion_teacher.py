@@ -178,11 +178,123 @@ def test_latent_model_encodes_once_with_vae_mean_and_prompt(sd_dir):
     assert not torch.allclose(other(x)['up_blocks.1@261'], out)
 
 
-def test_sdxl_pipeline_runs_with_two_text_encoders(tmp_path):
+def test_sdxl_text_conditioning_matches_the_encoders_called_directly(tmp_path):
+    """SDXL: encoder_hidden_states = hidden_states[-2] of both encoders concatenated, text_embeds
+    = text_encoder_2's pooled projection, time_ids = (h, w, 0, 0, h, w) of the input image."""
     folder = save_sd_pipeline(str(tmp_path / 'xl'), xl=True)
-    teacher = DiffusionTeacher(folder, layers=['mid_block'], timesteps=[100], prompt='x')
-    out = teacher(images(2, 16))['mid_block@100']
+    teacher = DiffusionTeacher(folder, layers=['mid_block'], timesteps=[100], prompt='a cat',
+                               seed=0)
+    seen = []
+    handle = teacher.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    x = images(2, 24)  # not the native 16 px: the time ids must say the input's size
+    out = teacher(x)['mid_block@100']
+    handle.remove()
     assert out.shape[0] == 2 and torch.isfinite(out).all()
+    with torch.no_grad():
+        states, pooled = [], None
+        for i, encoder in enumerate(teacher._parts.text_encoders):
+            tok = teacher._parts.tokenizers[i]
+            ids = tok('a cat', padding='max_length', max_length=tok.model_max_length,
+                      truncation=True, return_tensors='pt').input_ids
+            result = encoder(ids, output_hidden_states=True)
+            states.append(result.hidden_states[-2])
+            if i == 1:
+                pooled = result.text_embeds
+    assert type(teacher._parts.text_encoders[1]).__name__ == 'CLIPTextModelWithProjection'
+    kwargs = seen[0]
+    assert kwargs['encoder_hidden_states'].shape == (2, 8, 32)
+    torch.testing.assert_close(kwargs['encoder_hidden_states'],
+                               torch.cat(states, dim=-1).expand(2, -1, -1))
+    added = kwargs['added_cond_kwargs']
+    torch.testing.assert_close(added['text_embeds'], pooled.expand(2, -1))
+    torch.testing.assert_close(added['time_ids'],
+                               torch.tensor([[24., 24., 0., 0., 24., 24.]]).expand(2, -1))
+
+
+def test_latent_sample_is_seeded_per_member_and_independent_of_batch(sd_dir):
+    from common.teachers.diffusion_teacher import LATENT_SEED_OFFSET
+    teacher = DiffusionTeacher(sd_dir, layers=['up_blocks.1'], timesteps=[261], seed=4,
+                               ensemble=2, latent='sample', prompt='a cat')
+    x = images(3, 16)
+    out = teacher(x)['up_blocks.1@261']
+    torch.testing.assert_close(teacher(x)['up_blocks.1@261'], out)  # no global-RNG draw
+    torch.testing.assert_close(teacher(x[1:])['up_blocks.1@261'], out[1:], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        dist = teacher.vae.encode(x).latent_dist
+        scale = teacher.vae.config.scaling_factor
+        tok = teacher._parts.tokenizers[0]
+        ids = tok('a cat', padding='max_length', max_length=tok.model_max_length,
+                  return_tensors='pt').input_ids
+        text = teacher._parts.text_encoders[0](ids)[0].expand(3, -1, -1)
+    shape = (2, ) + tuple(dist.mean.shape[1:])
+    lat_eps = torch.randn(shape, generator=torch.Generator().manual_seed(4 + LATENT_SEED_OFFSET))
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    abar = teacher.noise_scheduler.alphas_cumprod[261]
+    refs = []
+    for e in range(2):
+        z = (dist.mean + dist.std * lat_eps[e]) * scale
+        z_t = abar.sqrt() * z + (1 - abar).sqrt() * noise[e]
+        refs.append(hooked_full_forward(teacher.unet, z_t, torch.full((3, ), 261), 'up_blocks.1',
+                                        encoder_hidden_states=text))
+    torch.testing.assert_close(out, torch.stack(refs).mean(0), atol=1e-5, rtol=1e-4)
+    mean_teacher = DiffusionTeacher(sd_dir, layers=['up_blocks.1'], timesteps=[261], seed=4,
+                                    ensemble=2, prompt='a cat')
+    assert not torch.allclose(mean_teacher(x)['up_blocks.1@261'], out)
+
+
+def test_latent_sample_cache_needs_a_seed(sd_dir, tmp_path):
+    with pytest.raises(TeacherConfigError, match="latent='sample' and seed=None"):
+        DiffusionTeacher(sd_dir, layers=['up_blocks.1'], timesteps=[261], noise='none',
+                         latent='sample', cache_dir=str(tmp_path / 'c'))
+    DiffusionTeacher(sd_dir, layers=['up_blocks.1'], timesteps=[261], noise='none',
+                     latent='sample', seed=0, cache_dir=str(tmp_path / 'c'))
+
+
+def _cosine_alphas_cumprod(steps=1000):
+    """Nichol & Dhariwal's cosine schedule computed by hand (betas clipped at 0.999)."""
+    import math
+    f = [math.cos((i / steps + 0.008) / 1.008 * math.pi / 2)**2 for i in range(steps + 1)]
+    betas = torch.tensor([min(1 - f[i + 1] / f[i], 0.999) for i in range(steps)],
+                         dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def test_pipeline_without_scheduler_config_needs_noise_schedule(tmp_path):
+    import shutil
+    folder = save_ddpm_pipeline(str(tmp_path / 'pipe'))
+    shutil.rmtree(os.path.join(folder, 'scheduler'))
+    with pytest.raises(TeacherLoadError, match='scheduler_config.json not found') as err:
+        DiffusionTeacher(folder, layers=[MID], timesteps=[1])
+    assert 'noise_schedule=dict(' in str(err.value)
+    teacher = DiffusionTeacher(folder, layers=[MID], timesteps=[1], noise_schedule=dict(
+        beta_schedule='squaredcos_cap_v2', num_train_timesteps=1000))
+    torch.testing.assert_close(teacher.noise_scheduler.alphas_cumprod, _cosine_alphas_cumprod(),
+                               atol=1e-6, rtol=1e-5)
+
+
+def test_bare_unet_folder_needs_noise_schedule(tmp_path):
+    from tests.helpers.tiny_models import tiny_unet2d
+    folder = str(tmp_path / 'unet')
+    tiny_unet2d().save_pretrained(folder)
+    with pytest.raises(TeacherLoadError, match='bare UNet folder'):
+        DiffusionTeacher(folder, layers=[MID], timesteps=[1])
+    teacher = DiffusionTeacher(folder, layers=[MID], timesteps=[700], seed=3, noise_schedule=dict(
+        beta_schedule='linear', beta_start=1e-4, beta_end=0.02, num_train_timesteps=1000))
+    x = images()
+    eps = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(3))[0]
+    ref = hooked_full_forward(teacher.unet, q_sample(x, eps.expand_as(x), 700),
+                              torch.full((3, ), 700), MID)
+    torch.testing.assert_close(teacher(x)[f'{MID}@700'], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_noise_schedule_is_checked(ddpm_dir):
+    with pytest.raises(TeacherConfigError, match='do not describe a noise schedule'):
+        DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[1],
+                         noise_schedule=dict(beta_schedule='linear', prediction='eps'))
+    with pytest.raises(TeacherConfigError, match='not a schedule diffusers can build'):
+        DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[1],
+                         noise_schedule=dict(beta_schedule='cosine'))
 
 
 def test_unknown_layer_lists_nearest_paths(ddpm_dir):
@@ -210,3 +322,18 @@ def test_bad_options_rejected(ddpm_dir):
         DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[1], noise='backward')
     with pytest.raises(TeacherConfigError, match='deterministic'):
         DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[1], cache_dir='/tmp/x')
+
+
+def test_noise_schedule_overriding_a_different_pipeline_schedule_is_logged(ddpm_dir, tmp_path):
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_instance('noise_schedule_override', log_file=str(tmp_path / 'log.txt'))
+    teacher = DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[1], noise_schedule=dict(
+        beta_schedule='squaredcos_cap_v2', num_train_timesteps=1000))
+    torch.testing.assert_close(teacher.noise_scheduler.alphas_cumprod, _cosine_alphas_cumprod(),
+                               atol=1e-6, rtol=1e-5)
+    DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[1], noise_schedule=dict(
+        beta_schedule='linear', num_train_timesteps=1000))  # the pipeline's own: no warning
+    for handler in logger.handlers:
+        handler.flush()
+    log = (tmp_path / 'log.txt').read_text()
+    assert log.count('WARNING') == 1 and 'differs from the pipeline' in log

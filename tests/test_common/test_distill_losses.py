@@ -339,3 +339,43 @@ def test_target_norm_keeps_gradients_off_the_teacher():
     teacher = torch.randn(4, 3, requires_grad=True)
     PooledMSELoss(target_norm='batch')(student, teacher).backward()
     assert student.grad is not None and teacher.grad is None
+
+
+# ---------------------------------------------------------------- target_norm='batch', batch of 1
+
+
+@pytest.mark.parametrize('name, shape', [('PooledMSELoss', (1, 2, 3, 3)),
+                                         ('DenseMSELoss', (1, 2, 3, 3)),
+                                         ('DenseL1Loss', (1, 2, 3, 3)),
+                                         ('FitNetHintLoss', (1, 2, 3, 3))])
+def test_target_norm_batch_refuses_a_batch_of_one(name, shape):
+    # Before: the pooled target of one image standardised over the batch is (x - x) / sqrt(eps)
+    # = all zeros, and a dense one is standardised over that image's H×W only.
+    loss = MODELS.build(dict(type=name, target_norm='batch'))
+    with pytest.raises(ValueError, match=r"one sample.*drop_last=True.*single_sample='skip'"):
+        loss(torch.randn(*shape), torch.randn(*shape))
+    # the raw target (RepFusion) is unaffected: loss = mean((s - t)^2) or mean(|s - t|)
+    raw = MODELS.build(dict(type=name))
+    student, teacher = torch.full(shape, 1.0), torch.full(shape, 3.0)
+    assert raw(student, teacher).item() == pytest.approx(2.0 if name == 'DenseL1Loss' else 4.0)
+
+
+@pytest.mark.parametrize('name', ['PooledMSELoss', 'DenseMSELoss', 'DenseL1Loss'])
+def test_single_sample_skip_gives_a_zero_loss_with_a_graph(name):
+    loss = MODELS.build(dict(type=name, target_norm='batch', single_sample='skip', loss_weight=5))
+    student = torch.randn(1, 2, 3, 3, requires_grad=True)
+    value = loss(student, torch.randn(1, 2, 3, 3))
+    assert value.item() == 0.0
+    value.backward()
+    assert torch.equal(student.grad, torch.zeros_like(student))
+    # batches of two are standardised as before: pooled values 1, 3 -> targets -1, +1 (up to eps)
+    teacher = as_t([[1.0], [3.0]])[:, :, None, None].expand(2, 1, 2, 2)
+    student = torch.zeros(2, 1, 2, 2)
+    expected = 1 / math.sqrt(1 + 1e-5)  # every |target| is 1/sqrt(1 + eps)
+    got = loss(student, teacher).item() / 5
+    assert got == pytest.approx(expected if name == 'DenseL1Loss' else expected**2, rel=1e-6)
+
+
+def test_single_sample_typo_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"single_sample='skipp'.*'error'.*'skip'"):
+        MODELS.build(dict(type='DenseMSELoss', target_norm='batch', single_sample='skipp'))

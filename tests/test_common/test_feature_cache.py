@@ -120,3 +120,60 @@ def test_features_at_per_image_timesteps_with_and_without_cache(ddpm_dir, tmp_pa
     torch.testing.assert_close(cached.features_at(x, t)[MID], ref, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(cached.features_at(x, t)[MID], ref, atol=1e-5, rtol=1e-4)
     assert cached.cache.hits == 4
+
+
+def test_changed_noise_schedule_does_not_reuse_entries(tmp_path):
+    """Same folder, same weights, but its scheduler config now says cosine: new features."""
+    import json
+    folder = save_ddpm_pipeline(str(tmp_path / 'pipe'))
+    cache = str(tmp_path / 'cache')
+    kw = dict(layers=[MID], timesteps=[500], seed=0, cache_dir=cache)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    linear = DiffusionTeacher(folder, **kw)(x)[f'{MID}@500']
+    before = set(entries(cache))
+    sched_path = os.path.join(folder, 'scheduler', 'scheduler_config.json')
+    with open(sched_path) as f:
+        config = json.load(f)
+    config['beta_schedule'] = 'squaredcos_cap_v2'
+    with open(sched_path, 'w') as f:
+        json.dump(config, f)
+    cosine_teacher = DiffusionTeacher(folder, **kw)
+    cosine = cosine_teacher(x)[f'{MID}@500']
+    assert len(set(entries(cache)) - before) == 2  # computed anew, not read back
+    assert not torch.allclose(cosine, linear)
+    live = DiffusionTeacher(folder, layers=[MID], timesteps=[500], seed=0)(x)[f'{MID}@500']
+    torch.testing.assert_close(cosine, live, atol=1e-5, rtol=1e-4)
+
+
+def test_default_class_label_is_part_of_the_key(tmp_path):
+    folder = save_ddpm_pipeline(str(tmp_path / 'cond'), class_embeds=5)
+    cache = str(tmp_path / 'cache')
+    kw = dict(layers=[MID], timesteps=[10], noise='none', cache_dir=cache)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    one = DiffusionTeacher(folder, class_label=1, **kw)(x)[f'{MID}@10']
+    before = set(entries(cache))
+    three_teacher = DiffusionTeacher(folder, class_label=3, **kw)
+    three = three_teacher(x)[f'{MID}@10']
+    assert len(set(entries(cache)) - before) == 2 and three_teacher.cache.hits == 0
+    assert not torch.allclose(one, three)
+    live = DiffusionTeacher(folder, layers=[MID], timesteps=[10], noise='none')
+    torch.testing.assert_close(three, live(x, class_labels=[3, 3])[f'{MID}@10'])
+
+
+def test_network_config_is_part_of_the_key(tmp_path):
+    """A config entry that changes outputs without changing weights (norm_eps) gives a new key."""
+    import json
+    folder = save_ddpm_pipeline(str(tmp_path / 'pipe'))
+    cache = str(tmp_path / 'cache')
+    kw = dict(layers=[MID], timesteps=[10], noise='none', cache_dir=cache)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    DiffusionTeacher(folder, **kw)(x)
+    before = set(entries(cache))
+    config_path = os.path.join(folder, 'unet', 'config.json')
+    with open(config_path) as f:
+        config = json.load(f)
+    config['norm_eps'] = 0.5
+    with open(config_path, 'w') as f:
+        json.dump(config, f)
+    DiffusionTeacher(folder, **kw)(x)
+    assert len(set(entries(cache)) - before) == 1

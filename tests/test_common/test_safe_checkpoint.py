@@ -89,9 +89,9 @@ def test_mmengine_loaders_go_through_the_safe_loader(real_checkpoint, tmp_path):
 
     marker = tmp_path / 'owned'
     evil = _evil_checkpoint(tmp_path / 'evil.pth', _ShellPayload(marker))
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r"Refused to load '.*evil.pth'.*posix.system"):
         _load_checkpoint(evil)
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r"Refused to load '.*evil.pth'"):
         mmengine_load_checkpoint(model, evil)
     assert not marker.exists()
 
@@ -141,7 +141,8 @@ def test_truncated_or_missing_checkpoint_is_a_load_error(real_checkpoint, tmp_pa
         load_checkpoint(truncated)
     garbage = tmp_path / 'garbage.pth'
     garbage.write_bytes(b'not a checkpoint at all')
-    with pytest.raises(CheckpointLoadError):
+    with pytest.raises(CheckpointLoadError, match=r"Could not read checkpoint '.*garbage.pth': "
+                       r"the file is truncated or is not a PyTorch checkpoint"):
         load_checkpoint(garbage)
     with pytest.raises(CheckpointLoadError, match='not found'):
         load_checkpoint(tmp_path / 'missing.pth')
@@ -162,7 +163,7 @@ def test_save_checkpoint_is_atomic(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~_umask()  # not mkstemp's 0600
     before = path.read_bytes()
 
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="Can't pickle local object"):
         save_checkpoint({'state_dict': {'w': torch.zeros(3)}, 'bad': lambda: None}, path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ['model.pth']
     assert torch.equal(load_checkpoint(path)['state_dict']['w'], torch.ones(3))
@@ -181,6 +182,117 @@ def test_mmengine_file_writes_are_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'):
         mmengine_save_checkpoint({'state_dict': {'w': torch.zeros(2)}}, str(path))
     assert path.read_bytes() == before and os.listdir(tmp_path) == ['epoch_1.pth']
+
+
+def _record_fsync_and_replace(monkeypatch):
+    """Record ``('fsync', path)`` and ``('replace', src, dst)`` in the order they happen."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(('fsync', os.readlink(f'/proc/self/fd/{fd}')))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(('replace', os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'replace', replace)
+    return events
+
+
+def _assert_flushed_then_renamed(events, path):
+    """The temporary file is fsynced, renamed onto ``path``, then the folder is fsynced."""
+    path = os.fspath(path)
+    renames = [i for i, e in enumerate(events) if e[0] == 'replace' and e[2] == path]
+    assert len(renames) == 1, events
+    i = renames[0]
+    tmp = events[i][1]
+    assert osp.dirname(tmp) == osp.dirname(path) and tmp != path
+    assert ('fsync', tmp) in events[:i], events  # the data reaches the disk before the rename
+    assert ('fsync', osp.dirname(path)) in events[i + 1:], events  # and the rename after it
+
+
+@pytest.mark.skipif(not osp.isdir('/proc/self/fd'), reason='needs /proc to name the fsynced fd')
+def test_checkpoint_saves_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    from mmengine.runner.checkpoint import save_checkpoint as mmengine_save_checkpoint
+    events = _record_fsync_and_replace(monkeypatch)
+    path = tmp_path / 'ours.pth'
+    save_checkpoint({'w': torch.ones(2)}, path)  # torch.save to the temporary path
+    _assert_flushed_then_renamed(events, path)
+    events.clear()
+    path = tmp_path / 'epoch_1.pth'
+    mmengine_save_checkpoint({'state_dict': {'w': torch.ones(2)}}, str(path))
+    _assert_flushed_then_renamed(events, path)
+    assert torch.equal(load_checkpoint(path)['state_dict']['w'], torch.ones(2))
+
+
+def _hook_and_runner(tmp_path):
+    """mmengine's CheckpointHook after ``before_train`` on a stub runner (keeps 1 checkpoint)."""
+    import logging
+
+    from mmengine.hooks import CheckpointHook
+    info = {}
+    runner = types.SimpleNamespace(
+        work_dir=str(tmp_path), logger=logging.getLogger('test_safe_checkpoint'),
+        message_hub=types.SimpleNamespace(runtime_info=info, update_info=info.__setitem__,
+                                          get_info=info.get))
+
+    def runner_save_checkpoint(out_dir, filename, *args, **kwargs):
+        save_checkpoint({'state_dict': {'w': torch.ones(1)}}, osp.join(out_dir, filename))
+
+    runner.save_checkpoint = runner_save_checkpoint
+    hook = CheckpointHook(interval=1, max_keep_ckpts=1)
+    hook.before_train(runner)
+    return hook, runner
+
+
+@pytest.mark.skipif(not osp.isdir('/proc/self/fd'), reason='needs /proc to name the fsynced fd')
+def test_last_checkpoint_file_is_written_atomically(tmp_path, monkeypatch):
+    hook, runner = _hook_and_runner(tmp_path)
+    events = _record_fsync_and_replace(monkeypatch)
+    hook._save_checkpoint_with_step(runner, 1, meta={})
+    last = tmp_path / 'last_checkpoint'
+    _assert_flushed_then_renamed(events, last)
+    assert last.read_text() == str(tmp_path / 'epoch_1.pth')
+
+    hook._save_checkpoint_with_step(runner, 2, meta={})
+    assert last.read_text() == str(tmp_path / 'epoch_2.pth')
+    assert sorted(os.listdir(tmp_path)) == ['epoch_2.pth', 'last_checkpoint']  # max_keep_ckpts
+
+    def failing_fsync(fd):
+        raise OSError('disk full')
+
+    monkeypatch.setattr(os, 'fsync', failing_fsync)  # the write of last_checkpoint fails
+    monkeypatch.setattr(runner, 'save_checkpoint', lambda *a, **k: None)
+    with pytest.raises(OSError, match='disk full'):
+        hook._save_checkpoint_with_step(runner, 3, meta={})
+    assert last.read_text() == str(tmp_path / 'epoch_2.pth')  # the old content, complete
+    assert os.listdir(tmp_path) == ['last_checkpoint']  # no temp file (epoch_2: max_keep_ckpts)
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+def test_safetensors_checkpoints_load_directly(tmp_path):
+    from mmengine.runner.checkpoint import _load_checkpoint
+    from safetensors.torch import save_file
+    state = {'conv.weight': torch.full((4, 3, 3, 3), 0.5), 'conv.bias': torch.full((4, ), 0.25),
+             'fc.weight': torch.ones(2, 4), 'fc.bias': torch.zeros(2)}
+    path = tmp_path / 'model.safetensors'
+    save_file(state, str(path))
+    loaded = load_checkpoint(path)
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], v) for k, v in state.items())
+    assert set(_load_checkpoint(str(path))) == set(state)  # mmengine's loader: load_from
+    net = _net(checkpoint=str(path))  # init_cfg=dict(type='Pretrained', checkpoint=...)
+    net.init_weights()
+    assert torch.all(net.conv.weight == 0.5) and torch.all(net.fc.weight == 1)
+
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointLoadError, match=r"Could not read safetensors checkpoint "
+                       r"'.*truncated.safetensors'"):
+        load_checkpoint(truncated)
 
 
 # ----------------------------------------------------------------------------- Pretrained
@@ -240,6 +352,6 @@ def test_pretrained_fails_when_prefix_absent_or_nothing_matches(backbone_checkpo
 def test_pretrained_loads_through_the_safe_loader(tmp_path):
     marker = tmp_path / 'owned'
     evil = _evil_checkpoint(tmp_path / 'evil.pth', _ShellPayload(marker))
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r"Refused to load '.*evil.pth'"):
         _net(checkpoint=evil).init_weights()
     assert not marker.exists()

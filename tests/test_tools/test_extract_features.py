@@ -79,3 +79,14 @@ def test_list_layers_and_unknown_layer(setup):
               '--cfg-options', "teacher.layers=['mid_block.resnetz.1.conv2']")
     assert res.returncode == 2 and 'mid_block.resnets.1.conv2' in res.stderr
     assert 'Traceback' not in res.stderr
+
+
+def test_cfg_options_typo_names_the_nearest_keys(setup):
+    res = run(setup['config'], '--list-layers', '--cfg-options', 'teacher.timestep=[5]')
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip()
+    assert "'teacher.timestep' does not exist" in err and 'teacher.timesteps' in err
+    assert '\n' not in err and 'Traceback' not in err
+    # "+KEY" still adds a key on purpose (DiffusionTeacher takes max_batch_size)
+    res = run(setup['config'], '--list-layers', '--cfg-options', '+teacher.max_batch_size=2')
+    assert res.returncode == 0 and MID in res.stdout.split(), res.stderr

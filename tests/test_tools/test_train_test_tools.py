@@ -4,9 +4,14 @@ The end-to-end runs are real subprocesses (the command line a user types); the f
 tests call the scripts' ``cli()`` in this process with the Runner replaced by a recorder, so they
 cost no training.
 """
+import contextlib
+import functools
+import http.server
 import json
 import os
 import os.path as osp
+import shlex
+import threading
 
 import pytest
 from mmengine.config import Config
@@ -67,19 +72,175 @@ def test_resume_alone_continues_from_latest_checkpoint(trained_run, tiny_data, r
     assert (meta['epoch'], meta['iter']) == (3, 6)
 
 
-def test_test_tool_evaluates_checkpoint(trained_run, tiny_data, tmp_path, run_tool,
-                                        data_options):
-    ckpt = osp.join(trained_run.work_dir, 'epoch_2.pth')
+def _build_tiny_model():
+    from mmpretrain.registry import MODELS
+    cfg = Config.fromfile(TINY_CFG)
+    with MODELS.switch_scope_and_registry('mmpretrain') as registry:
+        return registry.build(cfg.model).eval()
+
+
+def _tiny_images(root):
+    """The test split as the config reads it: BGR 0-255 images, labels by sorted folder name."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    split = osp.join(root, 'val')
+    classes = sorted(os.listdir(split))  # CustomDataset's class order
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in sorted(os.listdir(osp.join(split, name))):
+            rgb = np.asarray(Image.open(osp.join(split, name, file)).convert('RGB'))
+            images.append(torch.from_numpy(rgb[..., ::-1].copy()).permute(2, 0, 1).float())
+            labels.append(label)
+    # the config's data_preprocessor: mean 127.5, std 127.5, no channel swap
+    return (torch.stack(images) - 127.5) / 127.5, torch.tensor(labels)
+
+
+def _crafted_checkpoint(trained, images, labels, wrong, path):
+    """The trained checkpoint with its classifier replaced so that the predictions are known.
+
+    The linear head is solved (least squares on the pooled features of ``images``) so that the
+    model predicts the true label except for the image indices in ``wrong``. Returns the
+    accuracy of the saved checkpoint, computed here by a plain forward pass.
+    """
+    import torch
+    from common.io import load_checkpoint, save_checkpoint
+    ckpt = load_checkpoint(trained)
+    model = _build_tiny_model()
+    model.load_state_dict(ckpt['state_dict'])
+    with torch.no_grad():
+        feats = model.neck(model.backbone(images))[-1].double()  # [N, 64]
+        wanted = labels.clone()
+        wanted[list(wrong)] = 1 - wanted[list(wrong)]
+        target = (wanted.double() * 2 - 1) * 5.0  # logit(class 1) - logit(class 0) = +-5
+        design = torch.cat([feats, torch.ones(len(feats), 1, dtype=feats.dtype)], 1)
+        solution = torch.linalg.lstsq(design, target[:, None]).solution[:, 0]
+        fc = model.head.fc
+        fc.weight.zero_()
+        fc.bias.zero_()
+        fc.weight[1] = solution[:-1].float()
+        fc.bias[1] = solution[-1].float()
+        preds = fc(model.neck(model.backbone(images))[-1]).argmax(1)
+    assert torch.equal(preds, wanted), 'the crafted head does not give the wanted predictions'
+    ckpt['state_dict'] = {k: v.clone() for k, v in model.state_dict().items()}
+    save_checkpoint(ckpt, path)
+    return 100.0 * float((preds == labels).float().mean())
+
+
+def test_test_tool_evaluates_checkpoint(trained_run, tmp_path, run_tool, data_options,
+                                        tools_kit):
+    """The printed top-1 is the accuracy of the checkpoint's own weights.
+
+    The checkpoint's head is crafted to get 3 of 12 test images wrong (75.0%); a run that
+    evaluated other weights (a failed or partial load) would print another number.
+    """
+    data = tools_kit.write_dataset(str(tmp_path / 'data'), per_class=dict(val=6), seed=3)
+    images, labels = _tiny_images(data)
+    ckpt = str(tmp_path / 'crafted.pth')
+    expected = _crafted_checkpoint(osp.join(trained_run.work_dir, 'epoch_2.pth'), images,
+                                   labels, wrong=(1, 6, 10), path=ckpt)
+    assert expected == 75.0
     show_dir, out = tmp_path / 'vis', tmp_path / 'metrics.json'
     proc = run_tool([TEST, TINY_CFG, ckpt, '--work-dir', str(tmp_path / 'wd'), '--show-dir',
                      str(show_dir), '--out', str(out), '--cfg-options',
-                     *data_options(tiny_data)], cwd=str(tmp_path))
+                     *data_options(data)], cwd=str(tmp_path))
     assert proc.returncode == 0, proc.output[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith('Test metrics: ')][-1]
     printed = json.loads(line[len('Test metrics: '):])
-    assert 0.0 <= printed['accuracy/top1'] <= 100.0
+    assert printed['accuracy/top1'] == pytest.approx(expected)
     assert json.loads(out.read_text()) == printed
     assert any(name.endswith('.png') for name in os.listdir(show_dir))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def _http_server(folder):
+    """Serve ``folder`` on http://127.0.0.1:PORT/ from a thread; yields the base URL."""
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'http://127.0.0.1:{server.server_address[1]}/'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _ShellPayload:
+    """Pickles as ``os.system('touch MARKER')``: runs when unpickled without restrictions."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f'touch {shlex.quote(self.marker)}', ))
+
+
+def _url_env(tools_kit, tmp_path):
+    return tools_kit.env(TORCH_HOME=tmp_path / 'torch_home', no_proxy='127.0.0.1,localhost',
+                         NO_PROXY='127.0.0.1,localhost')
+
+
+def test_test_tool_refuses_an_evil_checkpoint_url(tmp_path, tiny_data, tools_kit,
+                                                  data_options):
+    import torch
+    www = tmp_path / 'www'
+    www.mkdir()
+    marker = tmp_path / 'owned'
+    torch.save({'state_dict': {'w': torch.zeros(2)}, 'meta': {'x': _ShellPayload(marker)}},
+               www / 'evil.pth')
+    with _http_server(www) as base:
+        proc = tools_kit.run([TEST, TINY_CFG, base + 'evil.pth', '--work-dir',
+                              str(tmp_path / 'wd'), '--cfg-options', *data_options(tiny_data)],
+                             cwd=str(tmp_path), env=_url_env(tools_kit, tmp_path))
+    assert proc.returncode == 1, proc.output[-4000:]
+    assert not marker.exists()
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith('tools/test.py: error: Refused to load ')
+    assert 'evil.pth' in err and 'legacy_checkpoint.py' in err and '--trust-this-file' in err
+    assert 'Test metrics' not in proc.stdout
+
+
+def test_test_tool_stops_when_no_key_of_the_checkpoint_matches(tmp_path, tiny_data, tools_kit,
+                                                               data_options):
+    import torch
+    from common.io import save_checkpoint
+    www = tmp_path / 'www'
+    www.mkdir()
+    save_checkpoint({'state_dict': {'encoder.conv.weight': torch.zeros(8, 3, 3, 3),
+                                    'decoder.fc.bias': torch.zeros(2)}}, www / 'other.pth')
+    with _http_server(www) as base:
+        proc = tools_kit.run([TEST, TINY_CFG, base + 'other.pth', '--work-dir',
+                              str(tmp_path / 'wd'), '--cfg-options', *data_options(tiny_data)],
+                             cwd=str(tmp_path), env=_url_env(tools_kit, tmp_path))
+    assert proc.returncode == 1, proc.output[-4000:]
+    assert 'Test metrics' not in proc.stdout
+    err = proc.stderr.strip().splitlines()[-1]
+    assert err.startswith('tools/test.py: error: Checkpoint ') and 'other.pth' in err
+    assert 'fits none of the' in err and 'ImageClassifier' in err
+    # the missing keys are listed: the first 20 and a count of the rest
+    assert 'missing (' in err and 'backbone.conv1.weight' in err and 'more)' in err
+
+
+def test_train_resume_stops_on_a_checkpoint_of_another_model(trained_run, tmp_path, run_tool,
+                                                             data_options, tiny_data):
+    from common.io import load_checkpoint, save_checkpoint
+    ckpt = load_checkpoint(osp.join(trained_run.work_dir, 'epoch_2.pth'))
+    del ckpt['state_dict']['head.fc.weight']
+    path = tmp_path / 'epoch_2_nohead.pth'
+    save_checkpoint(ckpt, path)
+    proc = run_tool([TRAIN, TINY_CFG, '--work-dir', str(tmp_path / 'wd'), '--resume', str(path),
+                     '--cfg-options', *data_options(tiny_data)], cwd=str(tmp_path))
+    assert proc.returncode == 1, proc.output[-4000:]
+    err = proc.stderr.strip().splitlines()[-1]
+    assert 'Cannot resume from' in err and 'missing (1): head.fc.weight' in err
+    assert 'Epoch(train)' not in proc.output
 
 
 # ----------------------------------------------------------------------------- flags, in process
@@ -214,10 +375,10 @@ def test_toolkit_errors_are_one_paragraph_and_bugs_are_not_hidden(load_tool, cap
     cfg = Config(dict(launcher='none'))
     assert cli.run_cli('tool', lambda argv: cli.build_runner(cfg)) == 1
     assert 'tool: error: ResNte is not in the mmpretrain::model registry' in capsys.readouterr().err
-    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+    with pytest.raises(ZeroDivisionError, match='bug'):  # a bug keeps its traceback
         cli.run_cli('tool', raises(ZeroDivisionError('bug')))
     monkeypatch.setenv('DIFFTEACHER_TRACEBACK', '1')
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match='Refused'):
         cli.run_cli('tool', raises(UnsafeCheckpointError('Refused')))
 
 

@@ -22,6 +22,8 @@ Examples::
         --image_size 256 --learn_sigma True --noise_schedule linear --num_channels 256 \\
         --num_head_channels 64 --num_res_blocks 2 --resblock_updown True \\
         --use_scale_shift_norm True
+
+The arguments are parsed before torch, diffusers or ``common`` is imported.
 """
 import argparse
 import dataclasses
@@ -32,6 +34,19 @@ PROG = 'guided_diffusion_to_diffusers.py'
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+TOOLS_DIR = os.path.join(REPO_ROOT, 'tools')
+if TOOLS_DIR not in sys.path:
+    sys.path.append(TOOLS_DIR)  # appended: tools/test.py must not shadow anything
+import _cli  # noqa: E402
+
+# guided-diffusion's model flag defaults (its script_util), the defaults of
+# common.teachers.convert.GuidedDiffusionFlags too (a test checks that the two agree). Written out
+# here so that --help shows them without importing torch, diffusers or common.
+MODEL_FLAG_DEFAULTS = dict(
+    image_size=64, num_channels=128, num_res_blocks=2, attention_resolutions='16,8', num_heads=4,
+    num_head_channels=-1, num_heads_upsample=-1, channel_mult='', learn_sigma=False,
+    class_cond=False, use_scale_shift_norm=True, resblock_updown=False,
+    use_new_attention_order=False, dropout=0.0)
 
 
 def str2bool(value):
@@ -50,9 +65,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def parse_args(argv=None):
-    from common.teachers.convert import GuidedDiffusionFlags
-    d = GuidedDiffusionFlags()
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
+    d = argparse.Namespace(**MODEL_FLAG_DEFAULTS)
+    p = _cli.ArgumentParser(prog=PROG, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument('checkpoint', help='guided-diffusion model checkpoint (a torch.save state dict)')
     p.add_argument('out_dir', help='output folder (must not exist unless --overwrite)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing OUT_DIR')

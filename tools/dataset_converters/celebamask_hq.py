@@ -27,9 +27,11 @@ and ``OUT`` receives::
   partition, ...) are reported by file name at the end and in the report; the id is skipped, the
   rest is converted. Every output file is written atomically (temporary file, then rename), so an
   interrupted run leaves no truncated image behind; re-running overwrites.
-* Exit status: 0 when at least one image was converted, 1 otherwise.
+* Exit status: 0 when at least one image was converted, 1 otherwise; 2 for a usage error.
+
+The arguments are parsed before numpy, PIL or the label definitions (``segmentation``, hence
+mmseg and ``common``) are imported; the functions import what they use.
 """
-import argparse
 import io
 import multiprocessing
 import os
@@ -38,16 +40,15 @@ import re
 import sys
 from collections import OrderedDict, defaultdict
 
-import numpy as np
-from PIL import Image
-from tqdm import tqdm
-
 _REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
+_TOOLS_DIR = osp.join(_REPO_ROOT, 'tools')
+if _TOOLS_DIR not in sys.path:
+    sys.path.append(_TOOLS_DIR)  # appended: tools/test.py must not shadow anything
+import _cli  # noqa: E402
 
-from common.io import atomic_write_bytes  # noqa: E402
-from segmentation.datasets.celebamask_hq import PAINT_ORDER, PARTS, class_index  # noqa: E402
+PROG = 'tools/dataset_converters/celebamask_hq.py'
 
 IMG_DIR = 'CelebA-HQ-img'
 MASK_DIR = 'CelebAMask-HQ-mask-anno'
@@ -134,6 +135,7 @@ def index_images(img_dir):
 
 def index_masks(mask_dir, problems):
     """CelebA-HQ id -> {part: mask path}, over all numbered sub-folders."""
+    from segmentation.datasets.celebamask_hq import PARTS
     masks = defaultdict(dict)
     duplicates = set()
     if not osp.isdir(mask_dir):
@@ -191,6 +193,8 @@ def _rel(path, src):
 
 def read_mask(path, size):
     """Boolean part mask; raises :class:`MaskSizeError`, or PIL's error when unreadable."""
+    import numpy as np
+    from PIL import Image
     with Image.open(path) as img:
         img.load()
         if img.size != (size, size):
@@ -203,6 +207,9 @@ def read_mask(path, size):
 
 def build_label(part_paths, size):
     """Paint the part masks in ``PAINT_ORDER`` into a ``size x size`` uint8 label map."""
+    import numpy as np
+
+    from segmentation.datasets.celebamask_hq import PAINT_ORDER, class_index
     label = np.zeros((size, size), dtype=np.uint8)
     for part in PAINT_ORDER:
         if part in part_paths:
@@ -212,6 +219,7 @@ def build_label(part_paths, size):
 
 def encode_image(path, size):
     """JPEG bytes of the image at ``size x size`` (the original bytes when already that size)."""
+    from PIL import Image
     with Image.open(path) as img:
         img.load()
         if img.size == (size, size) and img.format == 'JPEG' and img.mode == 'RGB':
@@ -226,6 +234,7 @@ def encode_image(path, size):
 
 
 def encode_label(label):
+    from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(label).save(buf, format='PNG')  # 2-D uint8 -> 8-bit grayscale PNG
     return buf.getvalue()
@@ -239,6 +248,8 @@ def _describe(err, path):
 
 def convert_one(task, src, out, size):
     """Convert one id. Returns ``(id, split, [(problem kind, name), ...])``."""
+    from common.io import atomic_write_bytes
+    from segmentation.datasets.celebamask_hq import PAINT_ORDER
     idx, split, img_path, part_paths = task
     found = []
     label = None
@@ -282,6 +293,7 @@ def convert(src, out, workers=1, size=512, progress=True):
     Returns ``(counts, problems)``: images converted per split, and ``{kind: [names]}``.
     Raises :class:`FatalError` when the mapping or partition list is missing.
     """
+    from tqdm import tqdm
     problems = defaultdict(list)
     tasks = plan(src, problems)
     counts = OrderedDict((split, 0) for split in SPLITS.values())
@@ -329,9 +341,9 @@ def format_summary(counts, problems, out, limit=None):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Convert CelebAMask-HQ into img_dir/ann_dir with 19 classes and the '
-        'official CelebA train/val/test split.')
+    parser = _cli.ArgumentParser(
+        prog=PROG, description='Convert CelebAMask-HQ into img_dir/ann_dir with 19 classes and '
+        'the official CelebA train/val/test split.')
     parser.add_argument('src', help='folder with CelebA-HQ-img/, CelebAMask-HQ-mask-anno/, '
                         f'{MAPPING_FILE} and {PARTITION_FILE}')
     parser.add_argument('out', help='output folder (e.g. data/celebamask_hq)')
@@ -354,6 +366,7 @@ def main(argv=None):
         return 1
     converted = sum(counts.values())
     if converted or any(problems.values()):
+        from common.io import atomic_write_bytes
         report = format_summary(counts, problems, args.out)
         atomic_write_bytes(osp.join(args.out, 'conversion_report.txt'),
                            (report + '\n').encode())

@@ -44,7 +44,6 @@ annotation, a malformed line, a Tiny-ImageNet wnid absent from the synset file (
 Exit status: 0 when ``train.txt`` or ``val.txt`` lists at least one image; 1 otherwise (no
 ``wnids.txt``, or no usable image at all), and then nothing is written.
 """
-import argparse
 import os
 import os.path as osp
 import sys
@@ -52,7 +51,12 @@ import sys
 _REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
+_TOOLS_DIR = osp.join(_REPO_ROOT, 'tools')
+if _TOOLS_DIR not in sys.path:
+    sys.path.append(_TOOLS_DIR)  # appended: tools/test.py must not shadow anything
+import _cli  # noqa: E402
 
+PROG = 'tools/dataset_converters/tinyimagenet.py'
 IMAGE_EXTENSIONS = ('.jpeg', '.jpg', '.png')
 NUM_IMAGENET_CLASSES = 1000
 META_DIR = 'meta'
@@ -265,7 +269,8 @@ def convert(root, imagenet_synsets=None, names='wnid', log=print):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
+        prog=PROG,
         description='Write mmpretrain annotation lists (ROOT/meta/) for Tiny-ImageNet-200.')
     parser.add_argument('root', help='the unpacked tiny-imagenet-200 folder')
     parser.add_argument('--imagenet-synsets', metavar='LOC_synset_mapping.txt',

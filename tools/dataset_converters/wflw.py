@@ -24,13 +24,17 @@ Malformed lines and missing or unreadable images are reported with their line nu
 the rest is converted (``--strict`` turns any such problem into a failure that writes nothing).
 Every file is written atomically.
 """
-import argparse
 import json
 import math
-import os
 import os.path as osp
 import sys
 
+_TOOLS_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if _TOOLS_DIR not in sys.path:
+    sys.path.append(_TOOLS_DIR)  # appended: tools/test.py must not shadow anything
+import _cli  # noqa: E402
+
+PROG = 'tools/dataset_converters/wflw.py'
 NUM_KEYPOINTS = 98
 # The order of the six flags on an annotation line, named as the subset files are.
 ATTRIBUTES = ('largepose', 'expression', 'illumination', 'makeup', 'occlusion', 'blur')
@@ -234,7 +238,8 @@ def convert(wflw_root, out_dir, splits=SPLITS, progress=True, strict=False, log=
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = _cli.ArgumentParser(
+        prog=PROG,
         description='Convert the official WFLW annotations into mmpose COCO-style json files.')
     parser.add_argument('wflw_root', help='folder holding WFLW_images/ and WFLW_annotations/')
     parser.add_argument('out_dir', help='where the json files are written')

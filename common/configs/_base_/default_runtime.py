@@ -6,6 +6,9 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # torch/numpy/random generator states in every checkpoint, restored on --resume, so a resumed
+    # run continues exactly as an uninterrupted one (common/engine/rng_state_hook.py)
+    rng_state=dict(type='RNGStateHook'),
 )
 env_cfg = dict(
     cudnn_benchmark=False,

@@ -21,10 +21,10 @@ How the two implementations line up (checked against diffusers 0.42):
 """
 import dataclasses
 import os
-import shutil
-import uuid
 
 import torch
+
+from ...io.atomic_folder import save_pretrained_atomically
 
 NUM_CLASSES = 1000  # guided-diffusion's class-conditional models are ImageNet models
 GROUPS = 32  # guided-diffusion's GroupNorm32
@@ -485,33 +485,15 @@ def ddpm_scheduler_from_flags(diffusion_steps=1000, noise_schedule='linear', lea
 
 def save_pipeline_atomically(unet, scheduler, out_dir, overwrite=False):
     """Write ``out_dir`` as a ``DDPMPipeline`` folder (``unet/``, ``scheduler/``,
-    ``model_index.json``), all or nothing: it is saved into a temporary folder next to
-    ``out_dir`` and renamed into place, so a failure never leaves a half-written folder.
+    ``model_index.json``), all or nothing (``common.io.atomic_folder``): a failure never leaves a
+    half-written folder and an existing one is replaced (``overwrite``) only once the new one is
+    complete.
     """
     from diffusers import DDPMPipeline
 
-    out_dir = os.path.abspath(os.path.expanduser(os.fspath(out_dir)))
     check_output_folder(out_dir, overwrite)
-    parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tag = f'{os.getpid()}.{uuid.uuid4().hex[:8]}'
-    tmp = os.path.join(parent, f'.{name}.{tag}.tmp')
-    old = os.path.join(parent, f'.{name}.{tag}.old')
-    os.mkdir(tmp)
-    try:
-        DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
-        if os.path.exists(out_dir):  # overwrite: move the old folder aside, then swap
-            os.rename(out_dir, old)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            if os.path.isdir(old):  # put the old folder back
-                os.rename(old, out_dir)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return out_dir
+    return save_pretrained_atomically(DDPMPipeline(unet=unet, scheduler=scheduler), out_dir,
+                                      overwrite=overwrite)
 
 
 def check_output_folder(out_dir, overwrite=False):

@@ -9,14 +9,4 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=160000, val_interval=16000)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000, save_best='mIoU',
-                    rule='greater', max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    # mmseg's SegVisualizationHook, made usable in test-only runs (see segmentation/engine).
-    # Off while training; `tools/test.py --show-dir DIR` switches `draw` on and then every test
-    # image (interval=1) is saved as a prediction overlay under DIR.
-    visualization=dict(type='SegOverlayVisualizationHook', interval=1))
+# Checkpoint and logging hooks (every 16k iterations, best mIoU kept) are in ../default_runtime.py.

@@ -2,7 +2,7 @@
 # moving-average reward baseline, entropy bonus 0.1 decayed to 0 by epoch 10). The policy's
 # reward comes from a task head on pooled teacher features, so this step uses the train labels;
 # its input is standardised (task_head_input_norm=True; the reference feeds the raw feature, whose
-# class signal is 2% of its mean square here, and its head stayed near chance: CE 2.31 -> 2.22).
+# head then stays near chance here: classification_distill/README.md, "What we found", item 4).
 _base_ = ['./repfusion-fixed-t100_resnet18-w16_1xb64-20e_digits.py']
 model = dict(timestep_sampler=dict(
     _delete_=True,

@@ -13,6 +13,10 @@ With a ``seed`` every random draw (forward noise, and the VAE posterior sample o
 ``latent='sample'``) comes from generators seeded by it and shared by every image, so a feature
 depends only on its own image; the feature cache's key covers every setting that changes a
 feature (:meth:`DiffusionTeacher.cache_settings`).
+
+Text-conditioned teachers use the configured ``prompt`` unless a call passes ``prompts`` (one
+string per image, e.g. DIFT's ``'a photo of a {category}'``); each distinct prompt is encoded once
+and kept for the teacher's lifetime (SDXL's pooled text embedding follows the prompt too).
 """
 import dataclasses
 import logging
@@ -59,7 +63,8 @@ class DiffusionTeacher(FrozenTeacherBase):
         seed (int | None): when set, the ensemble's noise is drawn once from this seed and shared
             by every image and timestep (deterministic features, as SD-DINO/ddpm-segmentation);
             so are the posterior draws of ``latent='sample'`` (from ``seed + LATENT_SEED_OFFSET``).
-        prompt (str): text for text-conditioned UNets; encoded once and cached.
+        prompt (str): text for text-conditioned UNets; encoded once and cached. The default
+            for every image; a call's ``prompts`` (one per image) override it.
         dtype (str): ``'float32'``, ``'float16'`` or ``'bfloat16'``. Features are returned as
             float32 whatever the compute dtype.
         latent (str): latent models encode with the VAE's posterior ``'mean'``, or ``'sample'``:
@@ -140,7 +145,7 @@ class DiffusionTeacher(FrozenTeacherBase):
         self._hold(**self._parts.modules())
         self._check_timesteps()
         self._layer_modules = resolve_modules(self.unet, self.layers)
-        self._text_cache = None
+        self._text_cache = {}  # prompt -> (encoder_hidden_states [1, L, D], pooled [1, P] | None)
         self._fingerprint = None
         self._settings_digest = None
         if cache_dir is not None:
@@ -214,7 +219,7 @@ class DiffusionTeacher(FrozenTeacherBase):
         return [f'{layer}@{t}' for layer in self.layers for t in self.timesteps]
 
     def _on_moved(self):
-        self._text_cache = None
+        self._text_cache = {}
 
     def weights_fingerprint(self):
         """sha256 of every weight of the teacher (computed once)."""
@@ -270,17 +275,19 @@ class DiffusionTeacher(FrozenTeacherBase):
             noise = torch.randn((self.ensemble, n) + shape, device=x0.device)
         return noise.reshape((-1, ) + shape).to(x0.device, torch.float32)
 
-    def _encode_prompt(self):
-        """``(encoder_hidden_states [1, L, D], pooled [1, P] | None)`` of ``self.prompt``.
+    def _encode_prompt(self, prompt=None):
+        """``(encoder_hidden_states [1, L, D], pooled [1, P] | None)`` of ``prompt`` (default:
+        ``self.prompt``).
 
         SD 1.x/2.x: the text encoder's last hidden state. SDXL (as diffusers'
         StableDiffusionXLPipeline): ``hidden_states[-2]`` of both encoders concatenated, and the
         pooled projection (``text_embeds``) of the second.
         """
         parts = self._parts
+        prompt = self.prompt if prompt is None else prompt
         states, pooled = [], None
         for tokenizer, encoder in zip(parts.tokenizers, parts.text_encoders):
-            ids = tokenizer(self.prompt, padding='max_length', truncation=True,
+            ids = tokenizer(prompt, padding='max_length', truncation=True,
                             max_length=tokenizer.model_max_length,
                             return_tensors='pt').input_ids.to(self.device)
             out = encoder(ids, output_hidden_states=parts.is_sdxl)
@@ -297,30 +304,64 @@ class DiffusionTeacher(FrozenTeacherBase):
                 f'text_encoder_2 (a CLIPTextModelWithProjection).')
         return torch.cat(states, dim=-1), pooled
 
-    def prompt_token_ids(self):
-        """The prompt's token ids per tokenizer (what the text encoders see; for the cache key)."""
-        return [tok(self.prompt, padding='max_length', truncation=True,
+    def prompt_token_ids(self, prompt=None):
+        """The token ids of ``prompt`` (default: the configured one) per tokenizer (what the text
+        encoders see; for the cache key)."""
+        prompt = self.prompt if prompt is None else prompt
+        return [tok(prompt, padding='max_length', truncation=True,
                     max_length=tok.model_max_length).input_ids for tok in self._parts.tokenizers]
 
     @torch.no_grad()
-    def _text_conditioning(self, batch, image_size=None):
-        """Prompt embeddings (and SDXL's added conditioning), encoded once and cached.
+    def _prompt_embeddings(self, prompt=None):
+        """``(states, pooled)`` of one prompt (default: the configured one), encoded at its first
+        use and cached."""
+        prompt = self.prompt if prompt is None else prompt
+        if prompt not in self._text_cache:
+            states, pooled = self._encode_prompt(prompt)
+            self._text_cache[prompt] = (states.to(self.compute_dtype), pooled)
+        return self._text_cache[prompt]
+
+    @torch.no_grad()
+    def _text_conditioning(self, batch, image_size=None, prompts=None):
+        """Prompt embeddings (and SDXL's added conditioning) for ``batch`` rows, each distinct
+        prompt encoded once and cached. ``prompts``: one string per row, or None for the
+        configured prompt.
 
         SDXL's time ids are ``(h, w, 0, 0, h, w)`` of the input image (``image_size``: original
         size = target size, no crop), as the SDXL pipeline builds them for an image of that size.
         """
-        if self._text_cache is None:
-            states, pooled = self._encode_prompt()
-            self._text_cache = (states.to(self.compute_dtype), pooled)
-        states, pooled = self._text_cache
-        kwargs = dict(encoder_hidden_states=states.expand(batch, -1, -1))
+        distinct = [None] if prompts is None else list(dict.fromkeys(prompts))
+        if len(distinct) == 1:
+            states, pooled = self._prompt_embeddings(distinct[0])
+            states = states.expand(batch, -1, -1)
+            pooled = pooled.expand(batch, -1) if pooled is not None else None
+        else:
+            encoded = [self._prompt_embeddings(p) for p in prompts]
+            states = torch.cat([e[0] for e in encoded])
+            pooled = torch.cat([e[1] for e in encoded]) if self._parts.is_sdxl else None
+        kwargs = dict(encoder_hidden_states=states)
         if self._parts.is_sdxl:
             h, w = image_size or self.native_size
             time_ids = torch.tensor([[h, w, 0, 0, h, w]], device=self.device, dtype=self.compute_dtype)
             kwargs['added_cond_kwargs'] = dict(
-                text_embeds=pooled.to(self.compute_dtype).expand(batch, -1),
-                time_ids=time_ids.expand(batch, -1))
+                text_embeds=pooled.to(self.compute_dtype), time_ids=time_ids.expand(batch, -1))
         return kwargs
+
+    def _check_prompts(self, prompts, n):
+        """``prompts`` as a list of ``n`` strings (a single string is used for every image), or
+        None."""
+        if prompts is None:
+            return None
+        if not self._parts.is_text_conditioned:
+            raise TeacherConfigError(
+                f'prompts were passed to a teacher whose UNet ({self.pretrained}) is not '
+                f'text-conditioned: it has no text encoder to read them. Pass prompts=None '
+                f'(for a correspondence extractor: prompt_template=None).')
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != n or not all(isinstance(p, str) for p in prompts):
+            raise TeacherConfigError(
+                f'prompts must be one string per image ({n} images), got {prompts!r}.')
+        return prompts
 
     def _class_labels(self, class_labels, batch_images):
         if getattr(self.unet, 'class_embedding', None) is None:
@@ -335,8 +376,9 @@ class DiffusionTeacher(FrozenTeacherBase):
 
     # ------------------------------------------------------------------ the forward
     @torch.no_grad()
-    def _unet_features(self, x_t, t, class_labels):
-        """Run the UNet on a prepared batch in chunks; return {layer: features}."""
+    def _unet_features(self, x_t, t, class_labels, prompts=None):
+        """Run the UNet on a prepared batch in chunks; return {layer: features}. ``prompts``:
+        one per row, or None for the configured prompt."""
         step = self.max_batch_size or x_t.shape[0]
         image_size = tuple(int(s) * self.vae_scale_factor for s in x_t.shape[-2:])
         chunks = []
@@ -344,7 +386,8 @@ class DiffusionTeacher(FrozenTeacherBase):
             sl = slice(start, start + step)
             kwargs = {}
             if self._parts.is_text_conditioned:
-                kwargs.update(self._text_conditioning(x_t[sl].shape[0], image_size))
+                kwargs.update(self._text_conditioning(
+                    x_t[sl].shape[0], image_size, None if prompts is None else prompts[sl]))
             if class_labels is not None:
                 kwargs['class_labels'] = class_labels[sl]
             with FeatureRecorder(self._layer_modules, early_exit=self.early_exit) as rec:
@@ -353,11 +396,11 @@ class DiffusionTeacher(FrozenTeacherBase):
         return {name: torch.cat([c[name] for c in chunks]).float() for name in self.layers}
 
     @torch.no_grad()
-    def _features(self, x0, t, labels, std=None):
+    def _features(self, x0, t, labels, std=None, prompts=None):
         """Features of encoded inputs ``x0`` [N, ...] at per-sample timesteps ``t`` [N].
 
         ``std`` (``latent='sample'``): the posterior std; member e then starts from its own
-        draw ``x0 + std * eps_e``.
+        draw ``x0 + std * eps_e``. ``prompts``: N strings, or None for the configured prompt.
         """
         n, n_e = x0.shape[0], self.ensemble
         x0_rep = x0.float().repeat(n_e, 1, 1, 1)
@@ -371,7 +414,8 @@ class DiffusionTeacher(FrozenTeacherBase):
         else:
             x_t = x0_rep
         labels = labels.repeat(n_e) if labels is not None else None
-        feats = self._unet_features(x_t, t_rep, labels)
+        prompts = prompts * n_e if prompts is not None else None
+        feats = self._unet_features(x_t, t_rep, labels, prompts)
         return {k: f.view(n_e, n, *f.shape[1:]).mean(dim=0) for k, f in feats.items()}
 
     def _check_runtime_timesteps(self, t):
@@ -381,7 +425,7 @@ class DiffusionTeacher(FrozenTeacherBase):
                 f'Timesteps {bad.tolist()[:5]} are outside 0..{self.num_train_timesteps - 1}.')
 
     @torch.no_grad()
-    def extract(self, images, class_labels=None):
+    def extract(self, images, class_labels=None, prompts=None):
         """``{'{layer}@{t}': ...}`` at every configured timestep, without the cache.
 
         The VAE (latent models) runs once per image; all timesteps and ensemble members then
@@ -392,45 +436,55 @@ class DiffusionTeacher(FrozenTeacherBase):
         b, n_t = x0.shape[0], len(self.timesteps)
         t = torch.tensor(self.timesteps).repeat_interleave(b)
         labels = self._class_labels(class_labels, b)
+        prompts = self._check_prompts(prompts, b)
         feats = self._features(x0.repeat(n_t, 1, 1, 1), t,
                                labels.repeat(n_t) if labels is not None else None,
-                               std.repeat(n_t, 1, 1, 1) if std is not None else None)
+                               std.repeat(n_t, 1, 1, 1) if std is not None else None,
+                               prompts * n_t if prompts is not None else None)
         return {f'{layer}@{ts}': f[i * b:(i + 1) * b]
                 for layer, f in feats.items() for i, ts in enumerate(self.timesteps)}
 
     @torch.no_grad()
-    def extract_at(self, images, timesteps, class_labels=None):
+    def extract_at(self, images, timesteps, class_labels=None, prompts=None):
         """``{layer: [B, ...]}`` with image i at its own timestep ``timesteps[i]`` (no cache)."""
         t = torch.as_tensor(timesteps).long().view(-1).cpu()
         self._check_runtime_timesteps(t)
+        prompts = self._check_prompts(prompts, len(t))
         images = self.to_unit_range(images).to(self.device)
         x0, std = self._posterior(images)
-        return self._features(x0, t, self._class_labels(class_labels, len(t)), std)
+        return self._features(x0, t, self._class_labels(class_labels, len(t)), std, prompts)
 
-    def forward(self, images, class_labels=None):
-        """``{'{layer}@{t}': float32 tensor [B, C, H, W]}`` at the configured timesteps."""
+    def forward(self, images, class_labels=None, prompts=None):
+        """``{'{layer}@{t}': float32 tensor [B, C, H, W]}`` at the configured timesteps.
+
+        ``prompts`` (text-conditioned teachers): one string per image (or one for all) in place
+        of the configured prompt; each distinct prompt is encoded once and cached.
+        """
+        prompts = self._check_prompts(prompts, len(images))
         if self.cache is None:
-            return self.extract(images, class_labels)
-        found = self._cached(images, class_labels, [self.feature_keys] * len(images),
-                             lambda idx, labels: _per_image(self.extract(images[idx], labels)))
+            return self.extract(images, class_labels, prompts)
+        found = self._cached(
+            images, class_labels, [self.feature_keys] * len(images),
+            lambda idx, labels, sub: _per_image(self.extract(images[idx], labels, sub)), prompts)
         return {k: torch.stack([f[k] for f in found]).to(images.device) for k in self.feature_keys}
 
-    def features_at(self, images, timesteps, class_labels=None):
+    def features_at(self, images, timesteps, class_labels=None, prompts=None):
         """``{layer: float32 [B, C, H, W]}`` with image i at timestep ``timesteps[i]``.
 
         This is what a distiller with a timestep sampler or policy calls. Uses the cache when
-        one is configured.
+        one is configured. ``prompts``: as in :meth:`forward`.
         """
         t = torch.as_tensor(timesteps).long().view(-1).cpu()
+        prompts = self._check_prompts(prompts, len(t))
         if self.cache is None:
-            return self.extract_at(images, t, class_labels)
+            return self.extract_at(images, t, class_labels, prompts)
 
-        def compute(idx, labels):
-            feats = _per_image(self.extract_at(images[idx], t[idx], labels))
+        def compute(idx, labels, sub):
+            feats = _per_image(self.extract_at(images[idx], t[idx], labels, sub))
             return [{f'{k}@{int(t[i])}': v for k, v in f.items()} for f, i in zip(feats, idx)]
 
         wanted = [[f'{layer}@{int(ti)}' for layer in self.layers] for ti in t]
-        found = self._cached(images, class_labels, wanted, compute)
+        found = self._cached(images, class_labels, wanted, compute, prompts)
         return {layer: torch.stack([f[f'{layer}@{int(ti)}'] for f, ti in zip(found, t)])
                 .to(images.device) for layer in self.layers}
 
@@ -466,20 +520,26 @@ class DiffusionTeacher(FrozenTeacherBase):
             self._settings_digest = make_key(**self.cache_settings())
         return self._settings_digest
 
-    def _cached(self, images, class_labels, wanted, compute):
+    def _cached(self, images, class_labels, wanted, compute, prompts=None):
         """Per image i, the features named ``wanted[i]``: from the cache, or computed for the
-        images with any miss by ``compute(indices, labels)`` (a list of per-image dicts) and
-        stored."""
+        images with any miss by ``compute(indices, labels, prompts)`` (a list of per-image
+        dicts) and stored. A per-call prompt enters the key (text and token ids); without one the
+        key is the configured prompt's (in the settings), as before."""
         settings = self.settings_digest()
         labels = None if class_labels is None else torch.as_tensor(class_labels).view(-1)
         image_ids = [tensor_digest(img.float()) for img in images]
+        extra = [{} for _ in images]
+        if prompts is not None:
+            token_ids = {p: self.prompt_token_ids(p) for p in set(prompts)}
+            extra = [dict(prompt=p, prompt_token_ids=token_ids[p]) for p in prompts]
         keys = [{k: make_key(settings=settings, feature=k, image=image_ids[i],
-                             label=None if labels is None else int(labels[i]))
+                             label=None if labels is None else int(labels[i]), **extra[i])
                  for k in wanted[i]} for i in range(len(images))]
         found = [{k: self.cache.get(key) for k, key in per_image.items()} for per_image in keys]
         todo = [i for i, f in enumerate(found) if any(v is None for v in f.values())]
         if todo:
-            fresh = compute(todo, None if labels is None else labels[todo])
+            fresh = compute(todo, None if labels is None else labels[todo],
+                            None if prompts is None else [prompts[i] for i in todo])
             for i, feats in zip(todo, fresh):
                 for k in wanted[i]:
                     found[i][k] = feats[k].cpu()

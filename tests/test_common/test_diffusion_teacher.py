@@ -337,3 +337,87 @@ def test_noise_schedule_overriding_a_different_pipeline_schedule_is_logged(ddpm_
         handler.flush()
     log = (tmp_path / 'log.txt').read_text()
     assert log.count('WARNING') == 1 and 'differs from the pipeline' in log
+
+
+# ------------------------------------------------------------------ per-call prompts
+def _count_calls(module):
+    calls = []
+    return calls, module.register_forward_hook(lambda *a: calls.append(1))
+
+
+def test_per_call_prompts_equal_teachers_configured_with_them(sd_dir):
+    """Each image gets its own prompt; rows stay aligned across timesteps and ensemble members,
+    and each distinct prompt runs the text encoder once (then it is cached)."""
+    kwargs = dict(layers=['up_blocks.1'], timesteps=[100, 261], seed=0, ensemble=2)
+    teacher = DiffusionTeacher(sd_dir, prompt='', **kwargs)
+    x = images(3, 16)
+    prompts = ['a cat', 'a dog', 'a cat']
+    calls, handle = _count_calls(teacher._parts.text_encoders[0])
+    out = teacher(x, prompts=prompts)
+    assert len(calls) == 2
+    teacher(x, prompts=['a dog', 'a cat', 'a dog'])
+    teacher.features_at(x, [5, 6, 7], prompts=prompts)
+    assert len(calls) == 2
+    teacher(x)  # the configured prompt is still the default
+    assert len(calls) == 3
+    handle.remove()
+    for p in ('a cat', 'a dog'):
+        own = DiffusionTeacher(sd_dir, prompt=p, **kwargs)
+        ref = own(x)
+        rows = [i for i, q in enumerate(prompts) if q == p]
+        for key, feats in out.items():
+            torch.testing.assert_close(feats[rows], ref[key][rows], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            teacher.features_at(x, [5, 6, 7], prompts=prompts)['up_blocks.1'][rows],
+            own.features_at(x, [5, 6, 7])['up_blocks.1'][rows], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(teacher(x, prompts='a dog')['up_blocks.1@100'],
+                               DiffusionTeacher(sd_dir, prompt='a dog', **kwargs)(x)
+                               ['up_blocks.1@100'], atol=1e-5, rtol=1e-4)
+    chunked = DiffusionTeacher(sd_dir, prompt='', max_batch_size=5, **kwargs)
+    for key, feats in chunked(x, prompts=prompts).items():  # prompts split with the rows
+        torch.testing.assert_close(feats, out[key], atol=1e-5, rtol=1e-4)
+    with pytest.raises(TeacherConfigError, match='one string per image'):
+        teacher(x, prompts=['a cat'])
+
+
+def test_per_call_prompts_rejected_without_text_encoder(ddpm_dir):
+    teacher = DiffusionTeacher(ddpm_dir, layers=[MID], timesteps=[10], seed=0)
+    with pytest.raises(TeacherConfigError, match='not text-conditioned'):
+        teacher(images(), prompts=['a', 'b', 'c'])
+
+
+def test_sdxl_added_conditioning_follows_per_call_prompts(tmp_path):
+    folder = save_sd_pipeline(str(tmp_path / 'xl'), xl=True)
+    teacher = DiffusionTeacher(folder, layers=['mid_block'], timesteps=[100], seed=0)
+    seen = []
+    handle = teacher.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs), with_kwargs=True)
+    out = teacher(images(2, 16), prompts=['a cat', 'a dog'])['mid_block@100']
+    handle.remove()
+    kwargs = seen[0]
+    for i, p in enumerate(['a cat', 'a dog']):
+        states, pooled = teacher._encode_prompt(p)
+        torch.testing.assert_close(kwargs['encoder_hidden_states'][i], states[0])
+        torch.testing.assert_close(kwargs['added_cond_kwargs']['text_embeds'][i], pooled[0])
+        own = DiffusionTeacher(folder, layers=['mid_block'], timesteps=[100], seed=0, prompt=p)
+        torch.testing.assert_close(out[i:i + 1], own(images(2, 16)[i:i + 1])['mid_block@100'],
+                                   atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(kwargs['added_cond_kwargs']['text_embeds'][0],
+                              kwargs['added_cond_kwargs']['text_embeds'][1])
+
+
+def test_cache_keys_cover_per_call_prompts(sd_dir, tmp_path):
+    kwargs = dict(layers=['up_blocks.1'], timesteps=[261], seed=0, cache_dir=str(tmp_path / 'c'))
+    teacher = DiffusionTeacher(sd_dir, **kwargs)
+    x = images(2, 16)
+    cat = teacher(x, prompts=['a cat', 'a cat'])['up_blocks.1@261']
+    dog = teacher(x, prompts=['a dog', 'a dog'])['up_blocks.1@261']
+    assert not torch.allclose(cat, dog)
+    default = teacher(x)['up_blocks.1@261']
+    assert not torch.allclose(cat, default)
+    fresh = DiffusionTeacher(sd_dir, **kwargs)
+    hits = fresh.cache.hits
+    torch.testing.assert_close(fresh(x, prompts=['a cat', 'a dog'])['up_blocks.1@261'],
+                               torch.stack([cat[0], dog[1]]))
+    assert fresh.cache.hits == hits + 2
+    torch.testing.assert_close(fresh(x)['up_blocks.1@261'], default)

@@ -25,7 +25,7 @@ IMPORT_LINE = re.compile(r'^import time:\s+\d+ \|\s+\d+ \| +(\S+)$')
 # tool (relative to tools/) -> arguments with one usage mistake, and what the error says
 ARGUMENT_ERRORS = {
     'train.py': ([TINY_CFG, '--cfg-options', 'train_cfg.max_epochs'], 'expected KEY=VALUE'),
-    'test.py': ([TINY_CFG], 'required: checkpoint'),
+    'test.py': ([TINY_CFG, '--show-interval', 'x'], "invalid int value: 'x'"),
     'extract_features.py': ([TINY_CFG], '--images and --out are required'),
     'linear_probe.py': ([TINY_CFG, '--features', 'pixels', '--batch-size', 'ten'],
                         "invalid int value: 'ten'"),

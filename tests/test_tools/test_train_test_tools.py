@@ -447,3 +447,49 @@ def test_distributed_on_cpu_uses_gloo_and_cpu_ddp(monkeypatch, load_tool):
     cfg = Config.fromfile(TINY_CFG)
     cli.prepare_launcher(cfg, 'none')
     assert cfg.env_cfg.dist_cfg.backend == 'nccl' and 'model_wrapper_cfg' not in cfg
+
+
+def test_test_tool_without_checkpoint_evaluates_the_model_as_configured(
+        recorded, tmp_path, monkeypatch, load_tool):
+    import mmengine.logging
+    test = load_tool('test')
+    logged = []
+    monkeypatch.setattr(mmengine.logging, 'print_log', lambda msg, **kw: logged.append(msg))
+    assert test.cli([TINY_CFG]) == 0
+    cfg = recorded[-1].cfg
+    assert cfg.load_from is None and cfg.resume is False and recorded[-1].called == ['test']
+    assert any('no CHECKPOINT given' in m and 'zero-shot' in m for m in logged), logged
+    # a config's own load_from is used, and said so
+    ckpt = tmp_path / 'configured.pth'
+    ckpt.write_bytes(b'')
+    assert test.cli([TINY_CFG, '--cfg-options', f'load_from={ckpt}']) == 0
+    assert recorded[-1].cfg.load_from == str(ckpt)
+    assert str(ckpt) in logged[-1] and "config's load_from" in logged[-1]
+    assert test.cli([TINY_CFG, '--cfg-options', f'load_from={tmp_path / "nope.pth"}']) == 1
+
+
+def test_out_json_is_the_pair_dump_of_a_pck_metric(tmp_path, load_tool):
+    import correspondence.evaluation  # noqa: F401  registers PCKMetric
+    test = load_tool('test')
+    out = str(tmp_path / 'pairs.json')
+    pck = dict(type='PCKMetric', presets=['dift'])
+    for evaluator in (dict(pck), [dict(type='DumpResults', out_file_path='x.pkl'), dict(pck)],
+                      dict(type='Evaluator', metrics=[dict(pck)])):
+        cfg = Config(dict(default_scope=None, test_evaluator=evaluator))
+        assert test.add_output(cfg, out) is True
+        assert test.pair_dump_metric(cfg)['dump_pairs'] == osp.abspath(out)
+    # metrics without a per-pair dump: --out FILE.json stays the metrics, the config untouched
+    cfg = Config(dict(default_scope=None, test_evaluator=dict(type='DumpResults',
+                                                              out_file_path='x.pkl')))
+    assert test.add_output(cfg, out) is False and 'dump_pairs' not in cfg.test_evaluator
+    # after the run the dump gets the metrics added under "metrics"
+    with open(out, 'w') as f:
+        json.dump(dict(alphas=[0.1], protocols={}, pairs=[dict(pair_id='a')]), f)
+    test.write_json_out(out, {'dift/pck@0.1/per_point': 50.0}, pair_dump=True)
+    with open(out) as f:
+        written = json.load(f)
+    assert written['pairs'] == [dict(pair_id='a')]
+    assert written['metrics'] == {'dift/pck@0.1/per_point': 50.0}
+    test.write_json_out(out, {'accuracy/top1': 1.0}, pair_dump=False)
+    with open(out) as f:
+        assert json.load(f) == {'accuracy/top1': 1.0}

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.diffteacher-installed
 REQS := requirements/torch.txt requirements/openmmlab.txt requirements/nodeps.txt \
         requirements/diffusion.txt requirements/tests.txt setup.cfg pyproject.toml
 
-.PHONY: install install-full-mmcv test demo clean-venv
+.PHONY: install install-full-mmcv test demo demo-correspondence clean-venv
 
 install: $(STAMP)
 
@@ -39,3 +39,8 @@ clean-venv:
 # The main job: the RepFusion story on scikit-learn's digits (about 10-15 min on 2 CPU cores).
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) tools/demo_repfusion.py
+
+# Zero-shot correspondence on digits with exact ground truth (affine pairs): the demo's DDPM
+# teacher vs pixels vs a random-init network (a few minutes; trains the teacher if absent).
+demo-correspondence: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) tools/demo_correspondence.py

@@ -390,6 +390,19 @@ def _init_cpu_process_group(launcher, dist_cfg):
                             world_size=int(os.environ['WORLD_SIZE']), **kwargs)
 
 
+def close_distributed():
+    """Tear the process group down before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's process group is destroyed while other objects are
+    being finalised, and a rank occasionally aborts there ("terminate called without an active
+    exception", SIGABRT) after the work is done, failing a finished run. A no-op for one process.
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def build_runner(cfg):
     """Build the Runner the config asks for (``runner_type`` or mmengine's ``Runner``)."""
     from mmengine.registry import RUNNERS

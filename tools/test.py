@@ -221,6 +221,7 @@ def main(argv=None):
         if args.out is not None and args.out.endswith('.json'):
             write_json_out(args.out, metrics, pair_dump)
         print(f'Test metrics: {json.dumps(metrics)}', flush=True)
+    _cli.close_distributed()
     return metrics
 
 

@@ -122,6 +122,7 @@ def main(argv=None):
     warn_if_cache_never_hits(cfg)
     runner = _cli.build_runner(cfg)
     runner.train()
+    _cli.close_distributed()
 
 
 def cli(argv=None):

@@ -1,3 +1,3 @@
-from .export_pipeline_hook import ExportDiffusersPipelineHook
+from .export_pipeline_hook import ExportDiffusersPipelineHook  # re-export: common.engine
 
 __all__ = ['ExportDiffusersPipelineHook']

@@ -34,6 +34,8 @@ class SPair71kDataset(PairDataset):
         data_root: the extracted ``SPair-71k`` folder (``JPEGImages/``, ``PairAnnotation/``).
         split: ``'test'``, ``'trn'`` or ``'val'`` (the release's folder names).
         categories: keep only these categories (default all 18); also ``metainfo['classes']``.
+            A release written in SPair-71k's format with other categories (the digits demo's,
+            ``tools/demo_correspondence.py``) names them all in ``metainfo=dict(classes=...)``.
         difficulty: keep only pairs whose flags match, e.g. ``dict(viewpoint_variation=2)``;
             a value may be a list of accepted levels. Keys: ``viewpoint_variation``,
             ``scale_variation``, ``truncation``, ``occlusion``, ``mirror``.
@@ -57,13 +59,16 @@ class SPair71kDataset(PairDataset):
                  max_pairs_per_category=None, seed=0, replace=False, metainfo=None, **kwargs):
         if split not in SPAIR_SPLITS:
             raise ValueError(f'split={split!r}: SPair-71k splits are {SPAIR_SPLITS}.')
+        known = tuple((metainfo or {}).get('classes', SPAIR_CATEGORIES))
         if categories is not None:
             categories = tuple(categories)
-            unknown = sorted(set(categories) - set(SPAIR_CATEGORIES))
+            unknown = sorted(set(categories) - set(known))
             if unknown:
-                raise ValueError(f'categories {unknown} are not SPair-71k categories '
-                                 f'{SPAIR_CATEGORIES}.')
-            metainfo = dict(classes=categories, **(metainfo or {}))
+                raise ValueError(f'categories {unknown} are not SPair-71k categories {known} '
+                                 '(or, for another release in this format, not in metainfo\'s '
+                                 'classes).')
+            metainfo = {**(metainfo or {}), 'classes': categories}
+        self.known_categories = known
         unknown = sorted(set(difficulty or {}) - set(SPAIR_DIFFICULTY))
         if unknown:
             raise ValueError(f'difficulty keys {unknown} are not SPair-71k flags '
@@ -95,7 +100,7 @@ class SPair71kDataset(PairDataset):
         if not files:
             raise data_error(ann_dir, 'files <pair_id>-<src>-<trg>:<category>.json, found none',
                              _FIX)
-        wanted = set(self.categories or SPAIR_CATEGORIES)
+        wanted = set(self.categories or self.known_categories)
         by_category = {}
         for path in progress(files, f'SPair-71k {self.split}'):
             # file names end in ':<category>.json': skip other categories without parsing
@@ -108,7 +113,7 @@ class SPair71kDataset(PairDataset):
         return self._sample(by_category)
 
     def _sample(self, by_category):
-        order = [c for c in (self.categories or SPAIR_CATEGORIES) if c in by_category]
+        order = [c for c in (self.categories or self.known_categories) if c in by_category]
         if self.max_pairs_per_category is None:
             return [pair for c in order for pair in by_category[c]]
         rng = np.random.default_rng(self.seed)

@@ -30,6 +30,7 @@ ARGUMENT_ERRORS = {
     'linear_probe.py': ([TINY_CFG, '--features', 'pixels', '--batch-size', 'ten'],
                         "invalid int value: 'ten'"),
     'demo_repfusion.py': (['--fresh', '--work-dri', 'wd'], 'unrecognized arguments: --work-dri'),
+    'demo_correspondence.py': (['--num-pairs', '0'], '--num-pairs 0: use 1..600'),
     'convert/guided_diffusion_to_diffusers.py': (['model.pt', 'out', '--learn_sigma', 'maybe'],
                                                  "boolean value expected (True/False), got "
                                                  "'maybe'"),

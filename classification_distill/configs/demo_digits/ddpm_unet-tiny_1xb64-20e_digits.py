@@ -8,12 +8,12 @@
 # The folder then loads as any downloaded teacher:
 #   DiffusionTeacher(pretrained='work_dirs/ddpm_unet-tiny_1xb64-20e_digits/pipeline',
 #                    layers=['mid_block.resnets.1.conv2'], timesteps=[100])
+# `common` registers DDPMTrainer and ExportDiffusersPipelineHook; common.datasets.digits the
+# DigitsDataset (shared with the correspondence demo, tools/demo_correspondence.py).
 custom_imports = dict(
     imports=[
         'common',
-        'classification_distill.datasets',
-        'classification_distill.models.ddpm_trainer',
-        'classification_distill.engine.export_pipeline_hook',
+        'common.datasets.digits',
     ],
     allow_failed_imports=False)
 default_scope = 'mmpretrain'

@@ -78,3 +78,24 @@ def save_sd_pipeline(folder, xl=False):
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder)
     return folder
+
+
+# A 2-layer DINOv2 with 14-pixel patches: a 28 x 28 image is 2 x 2 patch tokens.
+TINY_DINO = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+                 patch_size=14, image_size=28)
+
+
+def save_dinov2_models(root, seed=0):
+    """A tiny DINOv2 and a tiny DINOv2-with-registers (4 registers), random weights from
+    ``seed``, saved with ``save_pretrained`` under ``root/plain`` and ``root/reg``; returns
+    ``dict(plain=folder, reg=folder)``."""
+    import torch
+    from transformers import (Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig,
+                              Dinov2WithRegistersModel)
+    root = os.fspath(root)
+    torch.manual_seed(seed)
+    Dinov2Model(Dinov2Config(**TINY_DINO)).save_pretrained(os.path.join(root, 'plain'))
+    Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **TINY_DINO)) \
+        .save_pretrained(os.path.join(root, 'reg'))
+    return dict(plain=os.path.join(root, 'plain'), reg=os.path.join(root, 'reg'))
+

@@ -8,10 +8,9 @@ from common.teachers import DiffusionTeacher
 from correspondence.models import (DiffusionExtractor, DINOv2Extractor, FusedExtractor,
                                    PixelExtractor, RandomInitExtractor)
 from correspondence.models.extractors import IMAGENET_MEAN, IMAGENET_STD, pca_project
-from tests.helpers.tiny_models import save_ddpm_pipeline, save_sd_pipeline
+from tests.helpers.tiny_models import (TINY_DINO, save_ddpm_pipeline, save_dinov2_models,
+                                       save_sd_pipeline)
 
-TINY_DINO = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                 patch_size=14, image_size=28)
 
 
 def rand_images(n=2, h=28, w=42, seed=0):
@@ -26,14 +25,7 @@ def imagenet_normalise(x):
 
 @pytest.fixture(scope='module')
 def dino_dirs(tmp_path_factory):
-    from transformers import (Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig,
-                              Dinov2WithRegistersModel)
-    root = tmp_path_factory.mktemp('dino')
-    torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(**TINY_DINO)).save_pretrained(str(root / 'plain'))
-    Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **TINY_DINO)) \
-        .save_pretrained(str(root / 'reg'))
-    return dict(plain=str(root / 'plain'), reg=str(root / 'reg'))
+    return save_dinov2_models(tmp_path_factory.mktemp('dino'))
 
 
 @pytest.fixture(scope='module')

@@ -18,14 +18,12 @@ from mmengine.registry import (DATA_SAMPLERS, DATASETS, FUNCTIONS, HOOKS, LOOPS,
 import common  # noqa: F401  registers the teachers
 import correspondence  # noqa: F401  registers datasets, transforms, extractors, metric
 from correspondence.datasets.transforms import pair_collate
-from tests.helpers.tiny_models import save_sd_pipeline
+from tests.helpers.tiny_models import save_dinov2_models, save_sd_pipeline
 
 from .fake_releases import write_cub, write_pf_pascal, write_pf_willow, write_spair
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(REPO_ROOT, 'correspondence', 'configs', 'zero_shot')
-TINY_DINO = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-                 patch_size=14, image_size=28)
 TINY_SIZE = 56  # 4 x 4 DINOv2 cells; a 28 x 28 latent for the tiny SD
 
 # config -> (dataset type, the PCK preset it claims, (frame, size) of its ResizePair)
@@ -109,7 +107,7 @@ def registry_for(path):
             return TRANSFORMS
         return {'sampler': DATA_SAMPLERS, 'collate_fn': FUNCTIONS}.get(path.split('.')[1],
                                                                      DATASETS)
-    if head == 'test_pipeline':
+    if head in ('test_pipeline', 'input_pipeline'):  # input_pipeline: a model base's input
         return TRANSFORMS
     return dict(test_evaluator=METRICS, test_cfg=LOOPS, default_hooks=HOOKS,
                 vis_backends=VISBACKENDS, teacher=MODELS)[head]
@@ -182,13 +180,8 @@ def test_diffusion_layers_exist_in_sd_topology():
 # ---------------------------------------------------------------------------- tiny forward
 @pytest.fixture(scope='module')
 def tiny(tmp_path_factory):
-    from transformers import (Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig,
-                              Dinov2WithRegistersModel)
     root = tmp_path_factory.mktemp('zero_shot')
-    torch.manual_seed(0)
-    Dinov2Model(Dinov2Config(**TINY_DINO)).save_pretrained(str(root / 'dino'))
-    Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **TINY_DINO)) \
-        .save_pretrained(str(root / 'dino_reg'))
+    dino = save_dinov2_models(root / 'dino')
     sd = save_sd_pipeline(str(root / 'sd'))
     from diffusers import UNet2DConditionModel
     sd_layers = {n for n, _ in UNet2DConditionModel.from_pretrained(
@@ -198,8 +191,8 @@ def tiny(tmp_path_factory):
         PFWillowDataset=write_pf_willow(str(root / 'willow'))['root'],
         PFPascalDataset=write_pf_pascal(str(root / 'pascal'))['root'],
         CUBPairsDataset=write_cub(str(root / 'cub'))['root'])
-    return dict(sd=sd, sd_layers=sd_layers, dino=str(root / 'dino'),
-                dino_reg=str(root / 'dino_reg'), releases=releases)
+    return dict(sd=sd, sd_layers=sd_layers, dino=dino['plain'],
+                dino_reg=dino['reg'], releases=releases)
 
 
 def shrink(model_cfg, tiny):

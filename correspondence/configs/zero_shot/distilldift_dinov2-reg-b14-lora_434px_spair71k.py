@@ -12,12 +12,8 @@ _base_ = [
     '../_base_/datasets/spair71k_test.py',
     '../_base_/default_runtime.py',
 ]
-test_pipeline = [
-    dict(type='LoadImagePair'),
-    dict(type='ResizePair', frame='stretched', size=434),
-    dict(type='PackPair'),
-]
-test_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
+test_pipeline = _base_.input_pipeline  # the recipe's input frame (its model base)
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 # The release's protocol (840 stretched frame, threshold scaled by 840 / H, <; per point and the
 # project page's category mean), with DIFT's and SD-DINO's alongside.
 test_evaluator = dict(type='PCKMetric', presets=['distilldift_release', 'dift', 'sd_dino'],

@@ -6,9 +6,5 @@ _base_ = [
     '../_base_/datasets/pfwillow_test.py',
     '../_base_/default_runtime.py',
 ]
-test_pipeline = [
-    dict(type='LoadImagePair'),
-    dict(type='ResizePair', frame='padded', size=840, resample='lanczos'),
-    dict(type='PackPair'),
-]
-test_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
+test_pipeline = _base_.input_pipeline  # the recipe's input frame (its model base)
+test_dataloader = dict(dataset=dict(pipeline=test_pipeline))

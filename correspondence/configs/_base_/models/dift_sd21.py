@@ -17,3 +17,10 @@ model = dict(
         prompt_template='a photo of a {category}'),
     matcher=dict(type='ArgmaxMatcher'),
     data_preprocessor=dict(type='PairDataPreprocessor'))
+# The recipe's model input (stretched to 768 x 768 with bicubic resampling (PIL's default in DIFT)); test configs put it in their pipeline:
+#   test_pipeline = _base_.input_pipeline
+input_pipeline = [
+    dict(type='LoadImagePair'),
+    dict(type='ResizePair', frame='stretched', size=768, resample='bicubic'),
+    dict(type='PackPair'),
+]

@@ -8,3 +8,10 @@ model = dict(
     extractor=dict(type='DINOv2Extractor', pretrained='facebook/dinov2-base', layer=-1),
     matcher=dict(type='SoftArgmaxMatcher', window=5, beta=0.02, mask='inf'),
     data_preprocessor=dict(type='PairDataPreprocessor'))
+# The recipe's model input (stretched to 840 x 840); test configs put it in their pipeline:
+#   test_pipeline = _base_.input_pipeline
+input_pipeline = [
+    dict(type='LoadImagePair'),
+    dict(type='ResizePair', frame='stretched', size=840),
+    dict(type='PackPair'),
+]

@@ -21,3 +21,10 @@ model = dict(
                          layer=-1)]),
     matcher=dict(type='SoftArgmaxMatcher', window=5, beta=0.02, mask='inf'),
     data_preprocessor=dict(type='PairDataPreprocessor'))
+# The recipe's model input (stretched to 434 x 434 (the release's NO_PADDING)); test configs put it in their pipeline:
+#   test_pipeline = _base_.input_pipeline
+input_pipeline = [
+    dict(type='LoadImagePair'),
+    dict(type='ResizePair', frame='stretched', size=434),
+    dict(type='PackPair'),
+]

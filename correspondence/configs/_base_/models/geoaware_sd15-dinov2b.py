@@ -34,3 +34,10 @@ model = dict(
         weights=[1.0, 1.0]),
     matcher=dict(type='SoftArgmaxMatcher', window=7, beta=0.02, mask='inf'),
     data_preprocessor=dict(type='PairDataPreprocessor'))
+# The recipe's model input (aspect kept, Lanczos, zero-padded to 840 x 840); test configs put it in their pipeline:
+#   test_pipeline = _base_.input_pipeline
+input_pipeline = [
+    dict(type='LoadImagePair'),
+    dict(type='ResizePair', frame='padded', size=840, resample='lanczos'),
+    dict(type='PackPair'),
+]

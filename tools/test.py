@@ -147,18 +147,12 @@ def add_output(cfg, out):
     if not out.endswith(PICKLE_SUFFIXES):
         raise _cli.UsageError(f'--out {out!r}: use a .json file (metrics) or a .pkl/.pickle '
                               f'file (raw predictions).')
-    dump = dict(type='DumpResults', out_file_path=out)
+    metrics = _test_metric_cfgs(cfg) + [dict(type='DumpResults', out_file_path=out)]
     evaluator = cfg.get('test_evaluator')
-    if evaluator is None:
-        cfg.test_evaluator = [dump]
-    elif isinstance(evaluator, (list, tuple)):
-        cfg.test_evaluator = list(evaluator) + [dump]
-    elif 'metrics' in evaluator:  # an Evaluator dict: dict(type=..., metrics=[...])
-        metrics = evaluator['metrics']
-        evaluator['metrics'] = (list(metrics) if isinstance(metrics, (list, tuple))
-                                else [metrics]) + [dump]
+    if _cli.is_mapping(evaluator) and 'metrics' in evaluator:  # an Evaluator dict: keep it
+        evaluator['metrics'] = metrics
     else:
-        cfg.test_evaluator = [evaluator, dump]
+        cfg.test_evaluator = metrics
     return False
 
 

@@ -166,7 +166,18 @@ def load_config(path, cfg_options=None):
         raise UsageError(f'Could not read config {path!r}: {_one_line(err)}') from err
     if cfg_options:
         cfg.merge_from_dict(check_cfg_options(cfg, cfg_options))
+        # Config.fromfile imported the file's custom_imports; the options may have changed them
+        if cfg.get('custom_imports'):
+            from mmengine.utils import import_modules_from_strings
+            import_modules_from_strings(**cfg.custom_imports)
     return cfg
+
+
+def config_scope(cfg, default=None):
+    """A context that enters the config's registry scope (``default_scope``, else ``default``),
+    whatever scope the process is in (tests, notebooks, a tool that read another config)."""
+    from mmengine.registry import DefaultScope
+    return DefaultScope.overwrite_default_scope(cfg.get('default_scope') or default)
 
 
 def _similar_files_hint(path):

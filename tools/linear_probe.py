@@ -54,19 +54,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------------------- data
-def _import_custom_modules(cfg):
-    from mmengine.utils import import_modules_from_strings
-    custom = cfg.get('custom_imports')
-    if custom:
-        import_modules_from_strings(**custom)
-
-
-def _scope(cfg):
-    """The config's registry scope, whatever scope the process is in (tests, notebooks)."""
-    from mmengine.registry import DefaultScope
-    return DefaultScope.overwrite_default_scope(cfg.get('default_scope') or 'mmpretrain')
-
-
 def _dataset_cfg(cfg, split):
     loader = cfg.get(f'{split}_dataloader')
     if not loader or 'dataset' not in loader:
@@ -87,7 +74,7 @@ def load_split(cfg, split, batch_size):
     ds_cfg = copy.deepcopy(_dataset_cfg(cfg, split))
     if split == 'train':  # no augmentation: the test pipeline
         ds_cfg['pipeline'] = copy.deepcopy(_dataset_cfg(cfg, 'test')['pipeline'])
-    with _scope(cfg):
+    with _cli.config_scope(cfg, default='mmpretrain'):
         dataset = DATASETS.build(ds_cfg)
         preprocessor = MODELS.build(cfg.model['data_preprocessor'])
     inputs, labels = [], []
@@ -125,7 +112,7 @@ def load_backbone(cfg, source, seed):
     bb_cfg = copy.deepcopy(_backbone_cfg(cfg))
     bb_cfg.pop('init_cfg', None)
     torch.manual_seed(seed)
-    with _scope(cfg):
+    with _cli.config_scope(cfg, default='mmpretrain'):
         backbone = MODELS.build(bb_cfg)
     backbone.eval()  # (mmpretrain's ResNet.train() returns None, so no chaining)
     if source == 'random':  # the initialisation a from-scratch run starts from
@@ -217,8 +204,7 @@ def probe_accuracy(train_x, train_y, test_x, test_y, C=1.0):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = _cli.load_config(args.config, args.cfg_options)
-    _import_custom_modules(cfg)
+    cfg = _cli.load_config(args.config, args.cfg_options)  # imports its custom_imports
     extractors = {spec: make_extractor(cfg, spec, args.seed) for spec in args.features}
     train_x, train_y = load_split(cfg, 'train', args.batch_size)
     test_x, test_y = load_split(cfg, 'test', args.batch_size)

@@ -47,9 +47,8 @@ def tool():
 def build_distiller(tool, config, options):
     from mmengine.registry import MODELS
     cfg = tool._cli.load_config(config, options)
-    tool._import_custom_modules(cfg)
     torch.manual_seed(0)
-    with tool._scope(cfg):
+    with tool._cli.config_scope(cfg):
         return MODELS.build(cfg.model).eval()
 
 
@@ -68,8 +67,7 @@ def setup(tool, tmp_path_factory):
     # the first N test digits, normalised by hand (the demo's preprocessor: (x - 127.5) / 127.5)
     from mmengine.registry import DATASETS
     data_cfg = tool._cli.load_config(DATA)
-    tool._import_custom_modules(data_cfg)
-    with tool._scope(data_cfg):
+    with tool._cli.config_scope(data_cfg):
         dataset = DATASETS.build(data_cfg.test_dataloader.dataset)
     images = torch.stack([dataset[i]['inputs'] for i in range(N_IMAGES)]).float()
     inputs = (images - 127.5) / 127.5

@@ -41,7 +41,6 @@ def test_probe_accuracy_separable_and_shuffled():
 def test_pixels_random_and_checkpoint_backbones(tmp_path):
     """A checkpoint holding the seed-0 backbone (under either prefix) probes like 'random'."""
     cfg = probe._cli.load_config(CONFIG)
-    probe._import_custom_modules(cfg)
     backbone = probe.load_backbone(cfg, 'random', seed=0)
     weights = backbone.state_dict()
     distill_ckpt = str(tmp_path / 'distill.pth')

@@ -125,19 +125,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------------------- config checks
-def _import_custom_modules(cfg):
-    from mmengine.utils import import_modules_from_strings
-    custom = cfg.get('custom_imports')
-    if custom:
-        import_modules_from_strings(**custom)
-
-
-def _scope(cfg):
-    """Enter the config's registry scope (mmengine's DefaultScope), whatever scope is current."""
-    from mmengine.registry import DefaultScope
-    return DefaultScope.overwrite_default_scope(cfg.get('default_scope'))
-
-
 def _is_feature_distiller(cls):
     # by name along the MRO: the class moved from classification_distill to common.distill
     return cls is not None and any(k.__name__ == 'FeatureDistiller' for k in cls.__mro__)
@@ -360,13 +347,11 @@ def standardise(T):
 # ---------------------------------------------------------------------------- main
 def main(argv=None):
     args = parse_args(argv)
-    cfg = _cli.load_config(args.config, args.cfg_options)  # imports common
-    _import_custom_modules(cfg)
+    cfg = _cli.load_config(args.config, args.cfg_options)  # imports common, custom_imports
     pairs_cfg = check_distiller_config(cfg, args.config)
     pair_names = select_pairs(pairs_cfg, args.pair)
     data_path = args.data_config or args.config
     data_cfg = _cli.load_config(args.data_config) if args.data_config else cfg
-    _import_custom_modules(data_cfg)
     ds_cfg = dataset_cfg(data_cfg, args.split, data_path, args.data_config is None)
     state = load_state(args.checkpoint) if args.checkpoint else None
 
@@ -380,13 +365,13 @@ def main(argv=None):
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
 
     torch.manual_seed(args.seed)
-    with _scope(cfg):
+    with _cli.config_scope(cfg):
         model = MODELS.build(copy.deepcopy(cfg.model))
     if state is not None:
         load_into(model, state, args.checkpoint)
     model.to(device).eval()
     model.student.train(args.student_mode == 'train')
-    with _scope(data_cfg):
+    with _cli.config_scope(data_cfg):
         dataset = DATASETS.build(copy.deepcopy(ds_cfg))
     num = len(dataset) if args.num_images is None else min(args.num_images, len(dataset))
     if num == 0:

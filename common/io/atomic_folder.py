@@ -13,37 +13,17 @@ import shutil
 import tempfile
 import uuid
 
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from .atomic import _umask, fsync_file, fsync_folder
 
 
 def _fsync_tree(root):
-    """Flush every file under ``root`` and the folders themselves to disk (best effort on
-    file systems that do not support fsync on folders)."""
+    """Flush every file under ``root`` and the folders themselves to disk."""
     for folder, _, files in os.walk(root):
         for name in files:
             path = osp.join(folder, name)
-            if osp.islink(path):
-                continue
-            with open(path, 'rb') as f:
-                os.fsync(f.fileno())
-        _fsync_dir(folder)
-
-
-def _fsync_dir(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+            if not osp.islink(path):
+                fsync_file(path)
+        fsync_folder(folder)
 
 
 class FolderExistsError(FileExistsError):
@@ -74,7 +54,7 @@ def _swap_into_place(new, dest):
     parent = osp.dirname(dest)
     if not osp.lexists(dest):
         os.rename(new, dest)
-        _fsync_dir(parent)
+        fsync_folder(parent)
         return
     old = osp.join(parent, f'.{osp.basename(dest)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old')
     os.rename(dest, old)
@@ -83,7 +63,7 @@ def _swap_into_place(new, dest):
     except BaseException:
         os.rename(old, dest)  # put the previous folder back
         raise
-    _fsync_dir(parent)
+    fsync_folder(parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

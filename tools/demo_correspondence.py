@@ -1,26 +1,29 @@
-"""Zero-shot correspondence on digits with exact ground truth (``make demo-correspondence``).
+"""Correspondence on digits with exact ground truth (``make demo-correspondence``).
 
-Offline, on a CPU, in a few minutes; every evaluation is an ordinary config run by
-``tools/test.py`` (the commands are printed):
+Offline, on a CPU, in a few minutes; every step is an ordinary config run by ``tools/train.py``
+or ``tools/test.py`` (the commands are printed):
 
 1. the teacher: the digits DDPM of ``make demo`` (``work_dirs/demo/teacher/pipeline``), trained
    with ``tools/train.py`` as ``tools/demo_repfusion.py`` does when it is absent (``--teacher DIR``:
    any pixel DDPM pipeline folder instead);
-2. the pairs, written once as a small SPair-71k-format release under the work dir
-   (``correspondence/datasets/digits_affine.py``): held-out scikit-learn digits on a 64x64 canvas,
-   each against a seeded random affine warp of itself (rotation +-20 deg, scale 0.85-1.15, shear
-   +-10 deg, translation +-10 %), keypoints on the strokes mapped by the affine;
-3. ``tools/test.py`` on each config of ``correspondence/configs/demo_digits/`` (the teacher's
-   features, raw pixels, a random-init network; the same window soft-argmax matcher and PCK
-   protocol), read through the real SPair-71k reader, pipeline, model and metric;
-4. a table, ``results.json`` (PCK per extractor, pairs, seed, minutes) and ``matches.png``
+2. the pairs, written once as small SPair-71k-format releases under the work dir
+   (``correspondence/datasets/digits_affine.py``): scikit-learn digits on a 64x64 canvas, each
+   against a seeded random affine warp of itself (rotation +-20 deg, scale 0.85-1.15, shear
+   +-10 deg, translation +-10 %), keypoints on the strokes mapped by the affine. Test pairs come
+   from the 600 held-out digits (``PairAnnotation/test``); training pairs for the student from
+   the teacher's training digits (``PairAnnotation/trn``), never the evaluation's;
+3. ``tools/test.py`` on the zero-shot configs of ``correspondence/configs/demo_digits/`` (the
+   teacher's features, raw pixels, a random-init network), read through the real SPair-71k reader,
+   pipeline, model and metric, with one matcher and PCK protocol;
+4. ``tools/train.py`` distils the teacher's similarity maps into the random-init network (the
+   very same seeded weights; DistillDIFT's unsupervised recipe, no keypoints used), and
+   ``tools/test.py`` evaluates the distilled student in the same protocol;
+5. a table, ``results.json`` (PCK per extractor, pairs, seed, minutes) and ``matches.png``
    (predicted matches of a few pairs per extractor: green within PCK@0.1, red not).
 
-A distilled student is not part of it: the correspondence subtree has no training yet (issue #8,
-DistillDIFT), and the demo does not pretend otherwise.
-
     python tools/demo_correspondence.py [--work-dir work_dirs/demo_correspondence]
-                                        [--num-pairs N] [--seed S] [--teacher DIR]
+                                        [--num-pairs N] [--train-pairs N] [--seed S]
+                                        [--teacher DIR]
 """
 import json
 import os
@@ -40,13 +43,14 @@ EXTRACTORS = {
     'pixels': f'{CONFIGS}/pixels_softargmax_digits-affine.py',
     'random_init': f'{CONFIGS}/random-init-resnet18-w16_softargmax_digits-affine.py',
 }
+STUDENT_CONFIG = (f'{CONFIGS}/distill-kl_resnet18-w16-layer1_from-ddpm-up0-t250_1xb16-4e_'
+                  'digits-affine.py')
+STUDENT_EPOCHS = 4  # the student config's max_epochs: its last checkpoint is epoch_4.pth
 TEACHER_CONFIG = 'classification_distill/configs/demo_digits/ddpm_unet-tiny_1xb64-20e_digits.py'
 DEFAULT_TEACHER_DIR = 'work_dirs/demo/teacher'
 PROTOCOL = 'dift'
 ALPHAS = (0.05, 0.1, 0.2)
 PICTURE_ALPHA = 0.1
-NOT_POSSIBLE = ('distilled student: not possible yet (the correspondence subtree has no training; '
-                'issue #8, DistillDIFT)')
 
 
 def parse_args(argv=None):
@@ -54,6 +58,9 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/demo_correspondence')
     parser.add_argument('--num-pairs', type=int, default=200,
                         help='held-out digits, one affine pair each (1..600; default 200)')
+    parser.add_argument('--train-pairs', type=int, default=1000,
+                        help="training pairs of the teacher's training digits for the distilled "
+                        'student (1..1197; default 1000)')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the digits drawn, the affines and the keypoints')
     parser.add_argument('--teacher', metavar='DIR',
@@ -64,6 +71,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not 0 < args.num_pairs <= 600:
         parser.error(f'--num-pairs {args.num_pairs}: use 1..600 (the held-out digits)')
+    if not 0 < args.train_pairs <= 1197:
+        parser.error(f'--train-pairs {args.train_pairs}: use 1..1197 (the training digits)')
     if args.teacher is not None and not os.path.isfile(
             os.path.join(args.teacher, 'model_index.json')):
         parser.error(f'--teacher {args.teacher}: not a diffusers pipeline folder (no '
@@ -87,64 +96,92 @@ def teacher_pipeline(args, step, total):
     return pipeline
 
 
-def write_pairs(data_root, num_pairs, seed, step, total):
-    """The SPair-format release, written once per (num_pairs, seed)."""
+def write_pairs(data_root, num_pairs, seed, step, total, split='test'):
+    """The SPair-format release of one split, written once per (num_pairs, seed, split)."""
     stamp = os.path.join(data_root, 'demo_pairs.json')
-    wanted = dict(num_pairs=num_pairs, seed=seed)
+    wanted = dict(num_pairs=num_pairs, seed=seed, split=split)
     if os.path.isfile(stamp):
         with open(stamp) as f:
             if json.load(f) == wanted:
-                print(f'[{step}/{total}] pairs exist at {data_root} ({num_pairs}, seed {seed})')
+                print(f'[{step}/{total}] {split} pairs exist at {data_root} ({num_pairs}, seed '
+                      f'{seed})')
                 return
-    print(f'[{step}/{total}] write {num_pairs} affine pairs of held-out digits as an SPair-71k-'
-          f'format release at {data_root} (seed {seed})', flush=True)
+    which = 'held-out digits' if split == 'test' else "the teacher's training digits"
+    print(f'[{step}/{total}] write {num_pairs} affine pairs of {which} as an SPair-71k-format '
+          f'release at {data_root} (seed {seed})', flush=True)
     from correspondence.datasets.digits_affine import write_spair_release
     if os.path.isdir(data_root):
         shutil.rmtree(data_root)
-    write_spair_release(data_root, num_pairs, seed=seed)
+    write_spair_release(data_root, num_pairs, seed=seed, split=split)
     with open(stamp, 'w') as f:
         json.dump(wanted, f)
+
+
+def evaluate(name, cfg, checkpoint, options, wd, step, total):
+    """``tools/test.py`` on one config → (PCK row, per-pair dump path)."""
+    from demo_repfusion import run
+    out = os.path.join(wd, name)
+    dump = os.path.join(out, 'pairs.json')
+    args = ['tools/test.py', cfg] + ([checkpoint] if checkpoint else []) + [
+        '--work-dir', out, '--out', dump, '--cfg-options', *options]
+    run(step, total, f'correspondence on the test pairs: {name}', args,
+        os.path.join(out, 'test.log'))
+    with open(dump) as f:
+        metrics = json.load(f)['metrics']
+    row = {f'pck@{a}/{avg}': round(metrics[f'{PROTOCOL}/pck@{a}/per_{avg}'], 2)
+           for a in ALPHAS for avg in ('point', 'image')}
+    return row, dump
 
 
 def main(argv=None):
     args = parse_args(argv)
     from demo_repfusion import run
     wd = args.work_dir
-    total = 2 + len(EXTRACTORS) + 1
+    total = 3 + len(EXTRACTORS) + 2 + 1
     started = time.time()
     step = 1
     pipeline = teacher_pipeline(args, step, total)
     step += 1
     data_root = os.path.join(wd, 'digits_affine')
     write_pairs(data_root, args.num_pairs, args.seed, step, total)
+    step += 1
+    train_root = os.path.join(wd, 'digits_affine_trn')
+    write_pairs(train_root, args.train_pairs, args.seed, step, total, split='train')
 
     results, dumps = {}, {}
+    test_data = f'test_dataloader.dataset.data_root={data_root}'
     for name, cfg in EXTRACTORS.items():
         step += 1
-        out = os.path.join(wd, name)
-        dumps[name] = os.path.join(out, 'pairs.json')
-        options = [f'test_dataloader.dataset.data_root={data_root}']
+        options = [test_data]
         if name == 'ddpm_teacher':
             options.append(f'model.extractor.teacher.pretrained={pipeline}')
-        run(step, total, f'zero-shot correspondence: {name}',
-            ['tools/test.py', cfg, '--work-dir', out, '--out', dumps[name], '--cfg-options',
-             *options], os.path.join(out, 'test.log'))
-        with open(dumps[name]) as f:
-            metrics = json.load(f)['metrics']
-        results[name] = {f'pck@{a}/{avg}': round(metrics[f'{PROTOCOL}/pck@{a}/per_{avg}'], 2)
-                         for a in ALPHAS for avg in ('point', 'image')}
+        results[name], dumps[name] = evaluate(name, cfg, None, options, wd, step, total)
+
+    step += 1
+    student_dir = os.path.join(wd, 'distilled_student')
+    run(step, total, "distil the teacher's similarity maps into the random-init network",
+        ['tools/train.py', STUDENT_CONFIG, '--work-dir', student_dir, '--cfg-options',
+         f'train_dataloader.dataset.data_root={train_root}',
+         f'model.teacher.teacher.pretrained={pipeline}',
+         f'model.teacher.teacher.cache_dir={os.path.join(wd, "teacher_cache")}'],
+        os.path.join(student_dir, 'train.log'))
+    step += 1
+    checkpoint = os.path.join(student_dir, f'epoch_{STUDENT_EPOCHS}.pth')
+    results['distilled_student'], dumps['distilled_student'] = evaluate(
+        'distilled_student', STUDENT_CONFIG, checkpoint, [test_data], wd, step, total)
 
     step += 1
     picture = os.path.join(wd, 'matches.png')
     print(f'[{step}/{total}] draw {args.show} pairs per extractor: {picture}', flush=True)
     draw_matches(dumps, data_root, picture, args.show)
+    configs = dict(EXTRACTORS, distilled_student=STUDENT_CONFIG)
     summary = dict(
         pck=results, protocol=dict(name=PROTOCOL, threshold='target_bbox (the digit\'s stroke '
                                    'box)', frame='original (64x64)', compare='<=',
                                    alphas=list(ALPHAS)),
-        configs=EXTRACTORS, teacher=pipeline, pairs=args.num_pairs, seed=args.seed,
-        data_root=data_root, distilled_student=NOT_POSSIBLE,
-        minutes=round((time.time() - started) / 60, 1))
+        configs=configs, teacher=pipeline, pairs=args.num_pairs, train_pairs=args.train_pairs,
+        seed=args.seed, data_root=data_root, train_data_root=train_root,
+        student_checkpoint=checkpoint, minutes=round((time.time() - started) / 60, 1))
     from common.io import atomic_path  # noqa: E402 - after the runs, to keep start-up light
     with atomic_path(os.path.join(wd, 'results.json')) as tmp, open(tmp, 'w') as f:
         json.dump(summary, f, indent=2)
@@ -158,10 +195,9 @@ def print_table(summary):
     print(f'\nPCK (%) on {summary["pairs"]} affine pairs of held-out digits (seed '
           f'{summary["seed"]}; threshold alpha * max side of the target stroke box, <=):')
     cols = [f'pck@{a}/{avg}' for a in ALPHAS for avg in ('point', 'image')]
-    print(f'  {"extractor":<16}' + ''.join(f'{c:>18}' for c in cols))
+    print(f'  {"extractor":<18}' + ''.join(f'{c:>18}' for c in cols))
     for name, row in summary['pck'].items():
-        print(f'  {name:<16}' + ''.join(f'{row[c]:>18.2f}' for c in cols))
-    print(f'  ({NOT_POSSIBLE})')
+        print(f'  {name:<18}' + ''.join(f'{row[c]:>18.2f}' for c in cols))
 
 
 def draw_matches(dumps, data_root, path, show, scale=3):

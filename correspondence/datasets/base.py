@@ -36,6 +36,23 @@ def require_path(path, expected, fix, kind='file', data_root=None, release=None)
     return path
 
 
+def read_json_record(path, required, what, fix, hint=''):
+    """The JSON object in ``path`` with at least the keys ``required``; a file that is not
+    JSON, or lacks one of them, raises :class:`CorrespondenceDataError` naming ``path``,
+    ``what`` was expected (and ``hint`` after the missing fields) and ``fix``."""
+    import json
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise data_error(path, f'{what} in JSON ({exc})', fix) from exc
+    missing = [k for k in required if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise data_error(path, f'{what} with the fields {tuple(required)}, but {missing} are '
+                         f'missing{hint}', fix)
+    return record
+
+
 def image_size(path):
     """``(W, H)`` of an image, from its header only (PIL decodes no pixels for ``.size``)."""
     from PIL import Image

@@ -89,33 +89,45 @@ def make_affine_pair(digit8, rng, size=64, digit_size=44, num_kps=12, stroke_thr
     return dict(src=src, trg=trg, src_kps=src_kps[inside], trg_kps=trg_kps[inside], A=A, b=b)
 
 
-def held_out_digits(num_pairs, seed=0):
-    """``num_pairs`` digits of the held-out test split (600 images), drawn with ``seed``:
-    ``(images [N, 8, 8] in 0..16, labels [N])``."""
+# digits split -> the SPair-71k annotation folder its pairs are written to
+SPLIT_FOLDERS = dict(test='test', train='trn')
+
+
+def held_out_digits(num_pairs, seed=0, split='test'):
+    """``num_pairs`` digits of one split of the digits (``'test'``: the 600 held-out images;
+    ``'train'``: the teacher's training images), drawn with ``seed``:
+    ``(images [N, 8, 8] in 0..16, labels [N], indices [N])``."""
     from common.datasets.digits import _load_digits, digits_split_indices
     images, labels = _load_digits()
-    test = digits_split_indices(labels, split='test')
-    if not 0 < num_pairs <= len(test):
-        raise ValueError(f'num_pairs={num_pairs} must be in 1..{len(test)} (the held-out digits).')
-    picked = np.sort(np.random.default_rng(seed).choice(test, size=num_pairs, replace=False))
+    pool = digits_split_indices(labels, split=split)
+    if not 0 < num_pairs <= len(pool):
+        raise ValueError(f'num_pairs={num_pairs} must be in 1..{len(pool)} (the digits of the '
+                         f'{split} split).')
+    picked = np.sort(np.random.default_rng(seed).choice(pool, size=num_pairs, replace=False))
     return images[picked], labels[picked], picked
 
 
 def write_spair_release(root, num_pairs, seed=0, size=64, digit_size=44, num_kps=12,
-                        stroke_threshold=128, **affine):
+                        stroke_threshold=128, split='test', **affine):
     """Write ``num_pairs`` pairs as an SPair-71k-format release under ``root``; returns the
     pairs' summary (file names, keypoints, boxes, affines) as written.
 
+    ``split='test'`` (default) draws the held-out digits and writes ``PairAnnotation/test``;
+    ``split='train'`` draws the teacher's training digits and writes ``PairAnnotation/trn``
+    (training pairs for a student: never the evaluation's digits).
+
     Layout: ``JPEGImages/<digit>/<index>_src.png`` and ``<index>_trg.png`` (lossless PNG under
-    the release's folder name), ``PairAnnotation/test/<n>-<src>-<trg>:<digit>.json`` with the
+    the release's folder name), ``PairAnnotation/<split>/<n>-<src>-<trg>:<digit>.json`` with the
     fields the reader needs (``src_kps``, ``trg_kps``, ``kps_ids``, stroke boxes as
     ``src_bndbox``/``trg_bndbox``, ``imsize`` ``[W, H, 3]``, zero difficulty flags) and, for the
     record, the affine (``affine_A``, ``affine_b``) and the digit's index in ``load_digits``.
     """
     from PIL import Image
-    digits8, labels, indices = held_out_digits(num_pairs, seed)
+    if split not in SPLIT_FOLDERS:
+        raise ValueError(f'split={split!r}: use one of {tuple(SPLIT_FOLDERS)}.')
+    digits8, labels, indices = held_out_digits(num_pairs, seed, split)
     rng = np.random.default_rng(seed + 1)
-    ann_dir = osp.join(root, 'PairAnnotation', 'test')
+    ann_dir = osp.join(root, 'PairAnnotation', SPLIT_FOLDERS[split])
     os.makedirs(ann_dir, exist_ok=True)
     written = []
     for n, (digit8, label, index) in enumerate(zip(digits8, labels, indices)):

@@ -5,14 +5,13 @@ pixels; the PCK threshold's bbox is the release's ``[x1, y1, x2, y2]`` (use the 
 as the devkit does). Images are not opened: their sizes are in the pair files.
 """
 import glob
-import json
 import os.path as osp
 
 import numpy as np
 from mmengine.registry import DATASETS
 
-from .base import (PairDataset, data_error, make_pair, progress, require_path,
-                   visible_in_both)
+from .base import (PairDataset, data_error, make_pair, progress, read_json_record,
+                   require_path, visible_in_both)
 
 SPAIR_CATEGORIES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
                     'chair', 'cow', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep',
@@ -130,16 +129,8 @@ class SPair71kDataset(PairDataset):
         return data_list
 
     def _parse(self, path, image_dir):
-        try:
-            with open(path, encoding='utf-8') as f:
-                ann = json.load(f)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise data_error(path, f'a SPair-71k pair annotation in JSON ({exc})',
-                             'Re-extract the release; ' + _FIX) from exc
-        missing = [k for k in _REQUIRED if not isinstance(ann, dict) or k not in ann]
-        if missing:
-            raise data_error(path, f'a SPair-71k pair annotation with the fields {_REQUIRED}, '
-                             f'but {missing} are missing', 'Re-extract the release; ' + _FIX)
+        ann = read_json_record(path, _REQUIRED, 'a SPair-71k pair annotation',
+                               'Re-extract the release; ' + _FIX)
         try:
             src_kps = np.asarray(ann['src_kps'], dtype=np.float64).reshape(-1, 2)
             trg_kps = np.asarray(ann['trg_kps'], dtype=np.float64).reshape(-1, 2)

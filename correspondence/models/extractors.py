@@ -16,7 +16,7 @@ Extractors, all registered in mmengine's root ``MODELS``:
 * :class:`FusedExtractor`: SD-DINO fusion of several extractors (optional per-source PCA, L2
   normalisation, resize to one grid, weighted concatenation).
 * :class:`PixelExtractor` and :class:`RandomInitExtractor`: the baselines (raw pixels, a
-  randomly initialised network).
+  randomly initialised network); :class:`BackboneStudent`, the same network trainable.
 """
 import logging
 import os
@@ -196,41 +196,55 @@ class DINOv2Extractor(_FrozenMixin, BaseModule):
 # ------------------------------------------------------------------------------------- diffusion
 @MODELS.register_module()
 class DiffusionExtractor(BaseModule):
-    """One ``layer@t`` feature of a :class:`~common.teachers.DiffusionTeacher` as ``[B, C, h, w]``.
+    """``layer@t`` features of a :class:`~common.teachers.DiffusionTeacher` as ``[B, C, h, w]``.
 
     Images ``[0, 1]`` are mapped to the teacher's ``[-1, 1]``; the teacher does the rest (VAE,
-    noise, its ensemble as a batch dimension, hooks with early exit).
+    noise, its ensemble as a batch dimension, hooks with early exit). Several layers and/or
+    timesteps come from one teacher call (one VAE pass, one batched UNet call) and are combined
+    on the first one's grid (bilinear resize): concatenated over channels (``combine='concat'``,
+    e.g. several decoder blocks) or averaged (``combine='mean'``, e.g. DistillDIFT's SDXL-Turbo
+    teacher averaged over t = 51, 101, 151, 201).
 
     Args:
         teacher (dict | DiffusionTeacher): the teacher config (``type='DiffusionTeacher'``) or
             one already built. Its ``input_norm`` must be None.
-        layer (str | None): UNet module path (e.g. DIFT's ``'up_blocks.1'``); overrides the
-            teacher config's ``layers``. None: the config's single layer.
-        timestep (int | None): likewise for ``timesteps`` (DIFT: 261).
+        layer (str | list[str] | None): UNet module path(s) (e.g. DIFT's ``'up_blocks.1'``);
+            overrides the teacher config's ``layers``. None: the config's layers.
+        timestep (int | list[int] | None): likewise for ``timesteps`` (DIFT: 261).
         prompt_template (str | None): e.g. ``'a photo of a {category}'`` (DIFT's evaluation,
             DistillDIFT); formatted with each image's category, each distinct prompt encoded
             once by the teacher. None (default): the teacher's configured ``prompt`` for every
             image (SD-DINO's empty prompt). Only for text-conditioned teachers.
+        combine (str): ``'concat'`` (default) or ``'mean'`` when there are several features
+            (``'mean'`` needs equal channel counts).
     """
 
-    def __init__(self, teacher, layer=None, timestep=None, prompt_template=None, init_cfg=None):
+    def __init__(self, teacher, layer=None, timestep=None, prompt_template=None,
+                 combine='concat', init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        layers = None if layer is None else \
+            [layer] if isinstance(layer, str) else [str(v) for v in layer]
+        timesteps = None if timestep is None else \
+            [int(timestep)] if isinstance(timestep, (int, float)) else [int(t) for t in timestep]
         if isinstance(teacher, dict):
             teacher = dict(teacher)
-            if layer is not None:
-                teacher['layers'] = [layer]
-            if timestep is not None:
-                teacher['timesteps'] = [int(timestep)]
+            if layers is not None:
+                teacher['layers'] = layers
+            if timesteps is not None:
+                teacher['timesteps'] = timesteps
             teacher = MODELS.build(teacher)
         self.teacher = teacher
-        layer = layer if layer is not None else self._single(teacher.layers, 'layer')
-        timestep = int(timestep) if timestep is not None else self._single(teacher.timesteps,
-                                                                           'timestep')
-        if layer not in teacher.layers or timestep not in teacher.timesteps:
+        layers = layers if layers is not None else list(teacher.layers)
+        timesteps = timesteps if timesteps is not None else list(teacher.timesteps)
+        if combine not in ('concat', 'mean'):
+            raise ValueError(f"DiffusionExtractor combine={combine!r}: use 'concat' or 'mean'.")
+        missing = [f'{lay}@{t}' for lay in layers for t in timesteps
+                   if lay not in teacher.layers or t not in teacher.timesteps]
+        if missing:
             raise ValueError(
                 f'DiffusionExtractor: the teacher given computes {teacher.feature_keys}, not '
-                f'{layer}@{timestep}. Pass the teacher as a config dict (layer and timestep are '
-                f'then set in it) or build it with that layer and timestep.')
+                f'{missing}. Pass the teacher as a config dict (layers and timesteps are then set '
+                f'in it) or build it with those layers and timesteps.')
         if teacher.input_norm is not None:
             raise ValueError(
                 f'DiffusionExtractor feeds its teacher [-1, 1] images, but the teacher has '
@@ -239,19 +253,14 @@ class DiffusionExtractor(BaseModule):
             raise ValueError(
                 f'DiffusionExtractor prompt_template={prompt_template!r}, but the teacher '
                 f'({teacher.pretrained}) is not text-conditioned. Set prompt_template=None.')
-        self.layer = layer
-        self.timestep = timestep
-        self.key = f'{layer}@{timestep}'
+        self.layers = layers
+        self.timesteps = timesteps
+        self.keys = [f'{lay}@{t}' for lay in layers for t in timesteps]
+        # the first (for a single feature: the only) layer, timestep and key
+        self.layer, self.timestep, self.key = layers[0], timesteps[0], self.keys[0]
+        self.combine = combine
         self.prompt_template = prompt_template
         self.stride = None  # set by each forward: input pixels per feature cell
-
-    @staticmethod
-    def _single(values, what):
-        if len(values) != 1:
-            raise ValueError(
-                f'DiffusionExtractor returns one feature, but the teacher config lists '
-                f'{what}s {values}: pass {what}=... to choose one.')
-        return values[0]
 
     def prompts(self, categories, n):
         """The per-image prompts for ``categories`` (None: the teacher's configured prompt)."""
@@ -270,9 +279,25 @@ class DiffusionExtractor(BaseModule):
     def forward(self, images, categories=None):
         check_images(images, 'DiffusionExtractor')
         prompts = self.prompts(categories, len(images))
-        feats = self.teacher(images.float() * 2 - 1, prompts=prompts)[self.key]
-        self.stride = images.shape[-1] / feats.shape[-1]
-        return feats
+        found = self.teacher(images.float() * 2 - 1, prompts=prompts)
+        feats = [found[k] for k in self.keys]
+        grid = tuple(feats[0].shape[-2:])
+        feats = [f if tuple(f.shape[-2:]) == grid else
+                 F.interpolate(f, size=grid, mode='bilinear', align_corners=False) for f in feats]
+        if len(feats) == 1:
+            out = feats[0]
+        elif self.combine == 'concat':
+            out = torch.cat(feats, dim=1)
+        else:
+            channels = sorted({f.shape[1] for f in feats})
+            if len(channels) != 1:
+                raise ValueError(
+                    f"DiffusionExtractor combine='mean' needs features with one channel count; "
+                    f'{self.keys} have {channels}. Use combine=\'concat\' or layers of equal '
+                    f'width.')
+            out = torch.stack(feats).mean(dim=0)
+        self.stride = images.shape[-1] / out.shape[-1]
+        return out
 
 
 # ---------------------------------------------------------------------------------------- fusion
@@ -323,10 +348,14 @@ class FusedExtractor(BaseModule):
         normalize (bool): L2-normalise each source (default True). A nested fusion with
             ``normalize=False`` groups several layers of one model into one source normalised
             together, as SD-DINO does with its three SD layers.
+        input_sizes (list | None): per source, the ``(h, w)`` (or one int for a square) its
+            input images are resized to (bilinear, ``antialias=True``) before it runs, or None
+            to take the frame as it is: DistillDIFT's teacher runs SDXL-Turbo at 980 px and
+            DINOv2 at 434 px on the same images.
     """
 
     def __init__(self, extractors, weights=None, size='first', pca_dim=None, normalize=True,
-                 init_cfg=None):
+                 input_sizes=None, init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         if not extractors:
             raise ValueError('FusedExtractor needs at least one extractor.')
@@ -343,6 +372,12 @@ class FusedExtractor(BaseModule):
             raise ValueError(f"FusedExtractor size={size!r}: use 'first', 'largest' or (h, w).")
         self.size = size if isinstance(size, str) else tuple(int(s) for s in size)
         self.normalize = normalize
+        sizes = [None] * n if input_sizes is None else list(input_sizes)
+        if len(sizes) != n:
+            raise ValueError(f'FusedExtractor has {n} extractors but input_sizes={input_sizes!r}: '
+                             'give one (h, w), int or None per extractor.')
+        self.input_sizes = [None if v is None else (int(v), int(v)) if isinstance(v, (int, float))
+                            else tuple(int(x) for x in v) for v in sizes]
 
     @property
     def stride(self):
@@ -356,7 +391,13 @@ class FusedExtractor(BaseModule):
         return self.size
 
     def forward(self, images, categories=None):
-        feats = [e(images, categories=categories) for e in self.extractors]
+        feats = []
+        for extractor, size in zip(self.extractors, self.input_sizes):
+            x = images
+            if size is not None and tuple(images.shape[-2:]) != size:
+                x = F.interpolate(images.float(), size=size, mode='bilinear',
+                                  align_corners=False, antialias=True).clamp_(0, 1)
+            feats.append(extractor(x, categories=categories))
         feats = [pca_project(f, d) if d is not None else f for f, d in zip(feats, self.pca_dims)]
         grid = self._grid(feats)
         fused = []
@@ -400,9 +441,12 @@ class RandomInitExtractor(_FrozenMixin, BaseModule):
         out_index (int): which map of a tuple output (default the last).
         seed (int): the weights are drawn under this seed (the global RNG is left as it was).
         normalize (bool): ImageNet-normalise the input (default True).
+        frozen (bool): True (default) for the baseline; False trains it (see
+            :class:`BackboneStudent`).
     """
 
-    def __init__(self, backbone, out_index=-1, seed=0, normalize=True, init_cfg=None):
+    def __init__(self, backbone, out_index=-1, seed=0, normalize=True, frozen=True,
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -418,21 +462,34 @@ class RandomInitExtractor(_FrozenMixin, BaseModule):
         self.backbone.is_init = True  # never re-drawn by a later init_weights
         self.out_index = out_index
         self.normalize = normalize
-        self.frozen = True
-        self._freeze(self.backbone)
+        self.frozen = frozen
+        if frozen:
+            self._freeze(self.backbone)
         self.stride = None  # set by each forward
         self.register_buffer('mean', torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer('std', torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    @torch.no_grad()
     def forward(self, images, categories=None):
-        check_images(images, 'RandomInitExtractor')
+        check_images(images, type(self).__name__)
         x = images.float()
         if self.normalize:
             x = (x - self.mean) / self.std
-        out = self.backbone(x)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            out = self.backbone(x)
         if isinstance(out, (tuple, list)):
             out = out[self.out_index]
         self.stride = images.shape[-1] / out.shape[-1]
         return out.float()
+
+
+@MODELS.register_module()
+class BackboneStudent(RandomInitExtractor):
+    """A trainable network's feature map: :class:`RandomInitExtractor` with ``frozen=False``
+    (same arguments, same seeded initialisation), so a student distilled from a teacher starts
+    from exactly the random-init baseline's weights. Load trained weights with ``init_cfg``."""
+
+    def __init__(self, backbone, out_index=-1, seed=0, normalize=True, frozen=False,
+                 init_cfg=None):
+        super().__init__(backbone, out_index=out_index, seed=seed, normalize=normalize,
+                         frozen=frozen, init_cfg=init_cfg)

@@ -84,17 +84,37 @@ def test_demo_end_to_end_with_a_tiny_teacher(tmp_path, tools_kit):
     teacher = save_ddpm_pipeline(str(tmp_path / 'teacher'))
     wd = str(tmp_path / 'demo')
     proc = tools_kit.run([osp.join(tools_kit.repo_root, 'tools', 'demo_correspondence.py'),
-                          '--work-dir', wd, '--num-pairs', '3', '--teacher', teacher,
-                          '--show', '2'], cwd=str(tmp_path))
+                          '--work-dir', wd, '--num-pairs', '3', '--train-pairs', '4',
+                          '--teacher', teacher, '--show', '2'], cwd=str(tmp_path))
     assert proc.returncode == 0, proc.output[-4000:]
     with open(osp.join(wd, 'results.json')) as f:
         results = json.load(f)
-    assert set(results['pck']) == {'ddpm_teacher', 'pixels', 'random_init'}
+    assert set(results['pck']) == {'ddpm_teacher', 'pixels', 'random_init', 'distilled_student'}
     for row in results['pck'].values():
         assert set(row) == {f'pck@{a}/{avg}' for a in (0.05, 0.1, 0.2)
                             for avg in ('point', 'image')}
         assert all(0 <= v <= 100 for v in row.values())
-    assert results['pairs'] == 3 and results['seed'] == 0
-    assert 'not possible yet' in results['distilled_student']
+    assert results['pairs'] == 3 and results['train_pairs'] == 4 and results['seed'] == 0
     assert osp.isfile(osp.join(wd, 'matches.png'))
-    assert 'distilled student: not possible yet' in proc.stdout
+    assert 'distilled_student' in proc.stdout
+    # training pairs come from the teacher's training digits, test pairs from the held-out ones
+    train = SPair71kDataset(results['train_data_root'], split='trn',
+                            metainfo=dict(classes=DIGIT_CLASSES))
+    test = SPair71kDataset(results['data_root'], split='test',
+                           metainfo=dict(classes=DIGIT_CLASSES))
+    assert len(train) == 4 and len(test) == 3
+    names = {osp.basename(d['src_img_path']) for d in train.data_list}
+    assert not names & {osp.basename(d['src_img_path']) for d in test.data_list}
+    # the student's checkpoint holds the student only (no teacher weight) and training moved
+    # it away from the random-init baseline it started from
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS
+    ckpt = torch.load(results['student_checkpoint'], map_location='cpu', weights_only=False)
+    state = ckpt['state_dict']
+    assert state and all(k.startswith('extractor.backbone.') for k in state)
+    cfg = Config.fromfile(osp.join(tools_kit.repo_root, results['configs']['random_init']))
+    baseline = MODELS.build(cfg.model).state_dict()
+    assert set(baseline) == set(state)
+    assert any(not torch.equal(baseline[k], state[k]) for k in state
+               if k.endswith('conv1.weight'))

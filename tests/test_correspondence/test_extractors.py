@@ -246,3 +246,61 @@ def test_random_init_extractor_is_seeded_and_frozen():
     torch.testing.assert_close(b(x), fa)
     assert not torch.allclose(RandomInitExtractor(backbone, seed=1)(x), fa)
     assert not any(p.requires_grad for p in a.parameters())
+
+
+def test_diffusion_extractor_several_layers_and_timesteps_from_one_teacher(ddpm_dir):
+    teacher = DiffusionTeacher(ddpm_dir, layers=['up_blocks.0', 'mid_block'],
+                               timesteps=[10, 50], seed=0)
+    x = rand_images(2, 16, 16)
+    ref = teacher(x * 2 - 1)
+    cat = DiffusionExtractor(teacher, layer=['up_blocks.0', 'mid_block'], timestep=50)
+    grid = ref['up_blocks.0@50'].shape[-2:]
+    mid_up = F.interpolate(ref['mid_block@50'], size=grid, mode='bilinear', align_corners=False)
+    torch.testing.assert_close(cat(x), torch.cat([ref['up_blocks.0@50'], mid_up], dim=1))
+    assert cat.keys == ['up_blocks.0@50', 'mid_block@50'] and cat.key == 'up_blocks.0@50'
+    mean = DiffusionExtractor(teacher, layer='up_blocks.0', timestep=[10, 50], combine='mean')
+    torch.testing.assert_close(mean(x), (ref['up_blocks.0@10'] + ref['up_blocks.0@50']) / 2)
+    if ref['up_blocks.0@10'].shape[1] != ref['mid_block@10'].shape[1]:
+        with pytest.raises(ValueError, match="combine='mean' needs features with one channel"):
+            DiffusionExtractor(teacher, layer=['up_blocks.0', 'mid_block'], timestep=10,
+                               combine='mean')(x)
+    with pytest.raises(ValueError, match="combine='max'"):
+        DiffusionExtractor(teacher, layer='mid_block', timestep=10, combine='max')
+    with pytest.raises(ValueError, match=r"not \['mid_block@99'\]"):
+        DiffusionExtractor(teacher, layer='mid_block', timestep=[10, 99])
+
+
+class SizeProbe(torch.nn.Module):
+    """Returns its input images (so the fused output shows what each source saw)."""
+
+    def forward(self, images, categories=None):
+        return images
+
+
+def test_fused_resizes_each_source_input():
+    x = rand_images(1, 8, 12)
+    fused = FusedExtractor([SizeProbe(), SizeProbe()], input_sizes=[None, 4], size='first',
+                           normalize=False)
+    out = fused(x)
+    small = F.interpolate(x, size=(4, 4), mode='bilinear', align_corners=False, antialias=True)
+    back = F.interpolate(small, size=(8, 12), mode='bilinear', align_corners=False)
+    torch.testing.assert_close(out[:, :3], x)
+    torch.testing.assert_close(out[:, 3:], back)
+    with pytest.raises(ValueError, match='input_sizes'):
+        FusedExtractor([SizeProbe(), SizeProbe()], input_sizes=[4])
+
+
+def test_backbone_student_starts_from_the_random_init_baseline_and_trains():
+    from correspondence.models.extractors import BackboneStudent
+    backbone = dict(type='mmpretrain.ResNet', depth=18, out_indices=(1, ))
+    baseline = RandomInitExtractor(backbone, seed=3)
+    student = BackboneStudent(backbone, seed=3)
+    x = rand_images(2, 32, 32)
+    torch.testing.assert_close(student.eval()(x), baseline(x))
+    assert all(p.requires_grad for p in student.parameters())
+    student.train()(x).sum().backward()
+    used = {n: p.grad is not None for n, p in student.named_parameters()}
+    # out_indices=(1, ): the stem, layer1 and layer2 feed the output, layer3/4 do not
+    assert all(v for n, v in used.items() if not n.startswith(('backbone.layer3',
+                                                               'backbone.layer4')))
+    assert not any(v for n, v in used.items() if n.startswith('backbone.layer3'))

@@ -28,6 +28,8 @@ TINY_SIZE = 56  # 4 x 4 DINOv2 cells; a 28 x 28 latent for the tiny SD
 
 # config -> (dataset type, the PCK preset it claims, (frame, size) of its ResizePair)
 CLAIMS = {
+    'hyperfeatures_sd15-one-step_224px_spair71k.py':
+        ('SPair71kDataset', 'hyperfeatures', ('stretched', 224)),
     'pixels_softargmax_spair71k.py': ('SPair71kDataset', 'dift', ('padded', 224)),
     'dift_sd21-up1-t261-ens8_768px_spair71k.py': ('SPair71kDataset', 'dift', ('stretched', 768)),
     'dift_sd21-up1-t261-ens8_768px_pfwillow.py':

@@ -55,6 +55,7 @@ def _fake_python(tmp_path):
 @pytest.mark.parametrize('script,positional,tool', [
     (DIST_TRAIN, ['cfg.py', '4'], 'train.py'),
     (DIST_TEST, ['cfg.py', 'ckpt.pth', '4'], 'test.py'),
+    (DIST_TEST, ['cfg.py', '4'], 'test.py'),  # zero-shot: no checkpoint
 ])
 def test_dist_scripts_build_the_torchrun_command(tools_kit, tmp_path, script, positional, tool):
     env = tools_kit.env(PYTHON=_fake_python(tmp_path))
@@ -80,7 +81,9 @@ def test_dist_scripts_build_the_torchrun_command(tools_kit, tmp_path, script, po
 
 @pytest.mark.parametrize('script,args', [(DIST_TRAIN, ['cfg.py']),
                                          (DIST_TRAIN, ['cfg.py', 'two']),
-                                         (DIST_TEST, ['cfg.py', 'ckpt.pth'])])
+                                         (DIST_TEST, ['cfg.py']),
+                                         (DIST_TEST, ['cfg.py', 'ckpt.pth']),
+                                         (DIST_TEST, ['cfg.py', 'ckpt.pth', '0'])])
 def test_dist_scripts_check_their_arguments(tools_kit, tmp_path, script, args):
     proc = tools_kit.run(['bash', script, *args], cwd=str(tmp_path), timeout=30)
     assert proc.returncode == 2

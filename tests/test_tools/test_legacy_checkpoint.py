@@ -122,3 +122,16 @@ def test_bad_output_names_are_usage_errors(legacy, tools_kit, tmp_path):
     assert proc.returncode == 2 and 'must end in .safetensors, .pth or .pt' in proc.stderr
     proc = tools_kit.run([TOOL, str(path), str(path), '--trust-this-file'], cwd=str(tmp_path))
     assert proc.returncode == 2 and 'already exists' in proc.stderr
+
+
+def test_extracts_the_aggregation_network_entry_of_hyperfeatures_releases():
+    sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'convert'))
+    try:
+        from legacy_checkpoint import extract_weights
+    finally:
+        sys.path.pop(0)
+    weights = {'mixing_weights': torch.arange(3.0)}
+    tensors, skipped, meta = extract_weights(dict(aggregation_network=weights, epoch=3))
+    assert list(tensors) == ['mixing_weights'] and torch.equal(tensors['mixing_weights'],
+                                                               torch.arange(3.0))
+    assert skipped == [] and not meta

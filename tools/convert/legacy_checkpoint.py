@@ -7,8 +7,9 @@ This tool is the one explicit place where such a file is unpickled, once, on you
     python tools/convert/legacy_checkpoint.py IN.pth OUT.safetensors --trust-this-file
     python tools/convert/legacy_checkpoint.py IN.pth OUT.pth --trust-this-file
 
-The output keeps the model weights (the tensors of the ``state_dict``/``model`` entry, or of the
-file itself; a pickled ``nn.Module`` gives its ``state_dict()``):
+The output keeps the model weights (the tensors of the ``state_dict``/``model`` entry, of the
+``aggregation_network`` entry of Diffusion Hyperfeatures' releases, or of the file itself; a
+pickled ``nn.Module`` gives its ``state_dict()``):
 
 * ``OUT.safetensors``: the tensors; the checkpoint's ``meta`` (as JSON, unknown objects as their
   ``repr``) in the safetensors metadata under ``meta``.
@@ -84,7 +85,7 @@ def extract_weights(ckpt):
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     source = ckpt
     if isinstance(ckpt, dict):
-        for key in ('state_dict', 'model'):
+        for key in ('state_dict', 'model', 'aggregation_network'):
             if key in ckpt and isinstance(ckpt[key], (dict, torch.nn.Module)):
                 source = ckpt[key]
                 break

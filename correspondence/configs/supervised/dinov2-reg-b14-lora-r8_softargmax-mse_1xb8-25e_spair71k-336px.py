@@ -1,0 +1,17 @@
+# Supervised on SPair-71k trn keypoints: DINOv2-B/14-reg student, LoRA (rank-8 LoRA on q/v, only
+# the LoRA factors train); loss: soft-argmax + MSE (DistillDIFT's distilled_s: beta 1000, target
+# jitter 1 cell).
+# One of the plan's 12 supervised runs ({SD 2.1, DINOv2} x {fine-tune, LoRA, upscaler} x
+# {CE, MSE}; README.md of this folder). Not run yet: no result is claimed.
+#   bash tools/dist_train.sh correspondence/configs/supervised/dinov2-reg-b14-lora-r8_softargmax-mse_1xb8-25e_spair71k-336px.py 1
+#   python tools/test.py correspondence/configs/supervised/dinov2-reg-b14-lora-r8_softargmax-mse_1xb8-25e_spair71k-336px.py <work_dir>/best_*.pth
+_base_ = [
+    '../_base_/models/student_dinov2-reg-b14.py',
+    '../_base_/datasets/spair71k_trn_336px.py',
+    '../_base_/schedules/supervised_adamw-lr1e-4_25e.py',
+]
+model = dict(
+    extractor=dict(mode='lora'),
+    supervision='keypoints',
+    loss=dict(type='SoftArgmaxMSELoss', beta=1000.0, jitter=1.0),
+    seed=0)

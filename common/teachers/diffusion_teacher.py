@@ -375,7 +375,6 @@ class DiffusionTeacher(FrozenTeacherBase):
         return torch.as_tensor(class_labels, device=self.device).long()
 
     # ------------------------------------------------------------------ the forward
-    @torch.no_grad()
     def _unet_features(self, x_t, t, class_labels, prompts=None):
         """Run the UNet on a prepared batch in chunks; return {layer: features}. ``prompts``:
         one per row, or None for the configured prompt."""
@@ -395,9 +394,12 @@ class DiffusionTeacher(FrozenTeacherBase):
                     x_t[sl].to(self.compute_dtype), t[sl], return_dict=False, **kwargs)))
         return {name: torch.cat([c[name] for c in chunks]).float() for name in self.layers}
 
-    @torch.no_grad()
     def _features(self, x0, t, labels, std=None, prompts=None):
         """Features of encoded inputs ``x0`` [N, ...] at per-sample timesteps ``t`` [N].
+
+        Autograd follows the caller (here and in ``_unet_features``): the public entry points
+        (``extract``, ``extract_at``) run under ``no_grad``; a trainable UNet (``correspondence``'s ``DiffusionStudent``) calls
+        this with gradients on.
 
         ``std`` (``latent='sample'``): the posterior std; member e then starts from its own
         draw ``x0 + std * eps_e``. ``prompts``: N strings, or None for the configured prompt.

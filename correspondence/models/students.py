@@ -35,7 +35,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from common.feature_hooks import resolve_modules
-from common.teachers.diffusion_teacher import LATENT_SEED_OFFSET, DiffusionTeacher
+
 from .extractors import DiffusionExtractor, DINOv2Extractor, check_images
 
 MODES = ('lora', 'full', 'upscaler', 'frozen')
@@ -48,11 +48,6 @@ DINOV2_TARGETS = dict(query=('attention.q_proj', 'attention.attention.query'),
                       key=('attention.k_proj', 'attention.attention.key'),
                       value=('attention.v_proj', 'attention.attention.value'),
                       output=('attention.o_proj', 'attention.output.dense'))
-
-# The teacher's UNet pass is decorated with torch.no_grad; its undecorated body (the same
-# FeatureRecorder hooks and early exit) runs with autograd when the caller allows it.
-_unet_features = getattr(DiffusionTeacher._unet_features, '__wrapped__',
-                         DiffusionTeacher._unet_features)
 
 
 def _check_mode(mode, who):
@@ -387,28 +382,17 @@ class DiffusionStudent(_StudentMixin, DiffusionExtractor):
         return self
 
     def _trainable_features(self, images, categories):
-        """The teacher's feature computation, with autograd through the UNet."""
+        """The teacher's own feature computation (posterior, seeded noise, ensemble mean), with
+        autograd through the UNet this student holds."""
         teacher = self.teacher
-        n, n_e = len(images), teacher.ensemble
+        n = len(images)
         prompts = teacher._check_prompts(self.prompts(categories, n), n)
+        # the frozen VAE needs no gradient (_posterior runs under no_grad)
         x0, std = teacher._posterior(teacher.to_unit_range(images.float() * 2 - 1)
-                                     .to(teacher.device))  # frozen VAE: no grad needed
+                                     .to(teacher.device))
         t = torch.full((n, ), self.timestep, dtype=torch.long)
-        labels = teacher._class_labels(None, n)
-        x0_rep = x0.float().repeat(n_e, 1, 1, 1)
-        if std is not None:
-            x0_rep = x0_rep + std.float().repeat(n_e, 1, 1, 1) * teacher._member_noise(
-                x0, LATENT_SEED_OFFSET)
-        t_rep = t.repeat(n_e)
-        if teacher.noise == 'forward':
-            x_t = teacher.noise_scheduler.add_noise(x0_rep, teacher._member_noise(x0), t_rep)
-            x_t = x_t.to(x0.device)
-        else:
-            x_t = x0_rep
-        feats = _unet_features(teacher, x_t, t_rep.to(x0.device),
-                               labels.repeat(n_e) if labels is not None else None,
-                               prompts * n_e if prompts is not None else None)[self.layer]
-        return feats.view(n_e, n, *feats.shape[1:]).mean(dim=0)
+        return teacher._features(x0, t, teacher._class_labels(None, n), std,
+                                 prompts)[self.layer]
 
     def forward(self, images, categories=None):
         check_images(images, 'DiffusionStudent')

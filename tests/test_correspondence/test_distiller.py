@@ -205,3 +205,22 @@ def test_errors_name_the_problem():
                                     trg_kps=np.zeros((0, 2), np.float32))
     with pytest.raises(ValueError, match='without any keypoint'):
         kp(**kp.data_preprocessor(empty, training=True), mode='loss')
+
+
+def test_another_config_loads_the_student_through_init_cfg(tmp_path):
+    """The documented way a downstream config reuses a distilled student:
+    ``init_cfg=dict(type='Pretrained', checkpoint=CKPT, prefix='extractor.')``."""
+    import common  # noqa: F401  the safe Pretrained initializer
+    model = CorrespondenceDistiller(student(), teacher=FixedTeacher())
+    model(**model.data_preprocessor(batch(), training=True), mode='loss')['loss'].backward()
+    with torch.no_grad():
+        for p in model.extractor.parameters():
+            p.add_(0.1 * torch.sign(p.grad))  # a trained student, not the seeded init
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(epoch=1)), ckpt)
+    reused = BackboneStudent(BACKBONE, seed=5, normalize=False,
+                             init_cfg=dict(type='Pretrained', checkpoint=str(ckpt),
+                                           prefix='extractor.'))
+    reused.init_weights()
+    for key, value in model.extractor.state_dict().items():
+        torch.testing.assert_close(reused.state_dict()[key], value)

@@ -108,7 +108,8 @@ def shrink(model_cfg, tiny):
         kind = node['type']
         if kind == 'DiffusionTeacher':
             xl = 'xl' in node['pretrained']
-            node.update(pretrained=tiny['sdxl' if xl else 'sd'], dtype='float32')
+            node.update(pretrained=tiny['sdxl' if xl else 'sd'], dtype='float32',
+                        cache_dir=None)
             node['layers'] = [lay.replace('up_blocks.0.attentions', 'up_blocks.1.attentions')
                               for lay in node.get('layers', [])] or node.get('layers')
         elif kind in ('DINOv2Student', 'DINOv2Extractor'):

@@ -32,6 +32,7 @@
 _base_ = ['../_base_/models/teacher_sdxl-turbo-dinov2-reg-b14.py']
 teacher = _base_.teacher_sd_dino
 teacher.extractors[0].prompt_template = None
+teacher.extractors[0].teacher.cache_dir = None  # the shards are the cache
 embedder = dict(type='DINOv2ClsEmbedder', pretrained='facebook/dinov2-with-registers-base')
 precompute = dict(
     image_root='data/coco/train2017',

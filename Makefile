@@ -7,7 +7,7 @@ STAMP := $(VENV)/.diffteacher-installed
 REQS := requirements/torch.txt requirements/openmmlab.txt requirements/nodeps.txt \
         requirements/diffusion.txt requirements/tests.txt setup.cfg pyproject.toml
 
-.PHONY: install install-full-mmcv test demo demo-correspondence clean-venv
+.PHONY: install install-full-mmcv test demo demo-correspondence demo-segmentation clean-venv
 
 install: $(STAMP)
 
@@ -40,7 +40,14 @@ clean-venv:
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) tools/demo_repfusion.py
 
-# Zero-shot correspondence on digits with exact ground truth (affine pairs): the demo's DDPM
-# teacher vs pixels vs a random-init network (a few minutes; trains the teacher if absent).
+# Correspondence on digits with exact ground truth (affine pairs): the demo's DDPM teacher vs
+# pixels vs a random-init network vs that network distilled from the teacher (about 4.5 min;
+# trains the teacher if absent).
 demo-correspondence: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) tools/demo_correspondence.py
+
+# Few-label segmentation on digits (ddpm-segmentation's pixel-MLP ensemble on the digits teacher's
+# features vs raw pixels vs a random-init UNet) and a TopK SAE on the teacher's tokens with its
+# latents against the masks (a few minutes; trains the teacher if absent).
+demo-segmentation: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) tools/demo_segmentation.py

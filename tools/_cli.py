@@ -454,6 +454,21 @@ def _is_toolkit_error(err):
     return type(err).__module__.split('.')[0] == 'common'
 
 
+def run_reporting(run, args, errors, catch=(ValueError, )):
+    """``run(args)``, with the data errors a tool knows turned into :class:`RunError` (one
+    paragraph on stderr, exit code 1, no traceback). ``errors``: ``'package.module:ClassName'``
+    strings, imported only once something was raised, so the tool's start-up stays light."""
+    try:
+        return run(args)
+    except catch as err:
+        import importlib
+        known = tuple(getattr(importlib.import_module(module), name)
+                      for module, name in (e.split(':') for e in errors))
+        if isinstance(err, known):
+            raise RunError(str(err)) from err
+        raise
+
+
 def run_cli(prog, main, argv=None):
     """Run ``main(argv)`` and turn user-caused errors into one paragraph on stderr.
 

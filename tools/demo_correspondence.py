@@ -46,8 +46,7 @@ EXTRACTORS = {
 STUDENT_CONFIG = (f'{CONFIGS}/distill-kl_resnet18-w16-layer1_from-ddpm-up0-t250_1xb16-4e_'
                   'digits-affine.py')
 STUDENT_EPOCHS = 4  # the student config's max_epochs: its last checkpoint is epoch_4.pth
-TEACHER_CONFIG = 'classification_distill/configs/demo_digits/ddpm_unet-tiny_1xb64-20e_digits.py'
-DEFAULT_TEACHER_DIR = 'work_dirs/demo/teacher'
+DEFAULT_TEACHER_DIR = 'work_dirs/demo/teacher'  # demo_repfusion.DIGITS_TEACHER_DIR
 PROTOCOL = 'dift'
 ALPHAS = (0.05, 0.1, 0.2)
 PICTURE_ALPHA = 0.1
@@ -78,22 +77,6 @@ def parse_args(argv=None):
         parser.error(f'--teacher {args.teacher}: not a diffusers pipeline folder (no '
                      'model_index.json); pass the folder save_pretrained wrote')
     return args
-
-
-def teacher_pipeline(args, step, total):
-    from demo_repfusion import run
-    if args.teacher is not None:
-        print(f'[{step}/{total}] teacher: {args.teacher}')
-        return args.teacher
-    pipeline = os.path.join(DEFAULT_TEACHER_DIR, 'pipeline')
-    if os.path.isfile(os.path.join(ROOT, pipeline, 'model_index.json')):
-        print(f'[{step}/{total}] teacher pipeline exists at {pipeline} (the digits teacher of '
-              '`make demo`)')
-    else:
-        run(step, total, 'train the DDPM teacher on the digits (train split; about 2.5 min)',
-            ['tools/train.py', TEACHER_CONFIG, '--work-dir', DEFAULT_TEACHER_DIR],
-            os.path.join(ROOT, DEFAULT_TEACHER_DIR, 'train.log'))
-    return pipeline
 
 
 def write_pairs(data_root, num_pairs, seed, step, total, split='test'):
@@ -140,7 +123,8 @@ def main(argv=None):
     total = 3 + len(EXTRACTORS) + 2 + 1
     started = time.time()
     step = 1
-    pipeline = teacher_pipeline(args, step, total)
+    from demo_repfusion import digits_teacher_pipeline
+    pipeline = digits_teacher_pipeline(args.teacher, step, total)
     step += 1
     data_root = os.path.join(wd, 'digits_affine')
     write_pairs(data_root, args.num_pairs, args.seed, step, total)

@@ -75,6 +75,27 @@ def run(step, total, title, cmd, log_path):
     print(f'      done in {time.time() - start:.0f} s (log: {log_path})', flush=True)
 
 
+DIGITS_TEACHER_DIR = 'work_dirs/demo/teacher'  # shared by the demos
+
+
+def digits_teacher_pipeline(teacher, step, total):
+    """The digits DDPM pipeline folder the correspondence and segmentation demos read: ``teacher``
+    when given, else ``work_dirs/demo/teacher/pipeline`` (``make demo``'s), trained there with
+    ``tools/train.py`` when absent."""
+    if teacher is not None:
+        print(f'[{step}/{total}] teacher: {teacher}')
+        return teacher
+    pipeline = os.path.join(DIGITS_TEACHER_DIR, 'pipeline')
+    if os.path.isfile(os.path.join(ROOT, pipeline, 'model_index.json')):
+        print(f'[{step}/{total}] teacher pipeline exists at {pipeline} (the digits teacher of '
+              '`make demo`)')
+    else:
+        run(step, total, 'train the DDPM teacher on the digits (train split; about 2.5 min)',
+            ['tools/train.py', TEACHER, '--work-dir', DIGITS_TEACHER_DIR],
+            os.path.join(ROOT, DIGITS_TEACHER_DIR, 'train.log'))
+    return pipeline
+
+
 def last_checkpoint(work_dir):
     with open(os.path.join(work_dir, 'last_checkpoint')) as f:
         return f.read().strip()

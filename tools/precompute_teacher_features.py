@@ -91,14 +91,10 @@ def precompute_settings(cfg, image_root):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except ValueError as err:
-        from correspondence.datasets.base import CorrespondenceDataError
-        if isinstance(err, CorrespondenceDataError):  # one paragraph with the fix, exit 1
-            raise _cli.RunError(str(err)) from err
-        raise
+    # data errors: one paragraph with the fix, exit 1
+    return _cli.run_reporting(run, parse_args(argv), [
+        'correspondence.datasets.base:CorrespondenceDataError',
+    ])
 
 
 def run(args):

@@ -6,10 +6,14 @@ missing or not in the release's format is a :class:`CorrespondenceDataError` tha
 what was expected and how to get it right, never a ``KeyError`` from deep inside a parser.
 """
 import os.path as osp
-import sys
 
 import numpy as np
 from mmengine.dataset import BaseDataset
+
+from common.progress import progress
+
+__all__ = ['CorrespondenceDataError', 'PairDataset', 'data_error', 'require_path', 'image_size',
+           'visible_in_both', 'make_pair', 'read_json_record', 'progress']
 
 
 class CorrespondenceDataError(ValueError):
@@ -99,15 +103,6 @@ def make_pair(pair_id, category, src_img_path, trg_img_path, src_imsize, trg_ims
     return pair
 
 
-def progress(iterable, desc, total=None):
-    """``tqdm`` over ``iterable`` when stderr is a terminal; the bare iterable otherwise."""
-    if not sys.stderr.isatty():
-        return iterable
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency of the stack
-        return iterable
-    return tqdm(iterable, desc=desc, total=total, leave=False)
 
 
 class PairDataset(BaseDataset):

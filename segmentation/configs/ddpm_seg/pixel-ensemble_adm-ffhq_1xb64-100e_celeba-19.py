@@ -1,0 +1,9 @@
+# ddpm-segmentation pixel-ensemble on celeba_19 (19 classes, ignore label 255): ADM ffhq teacher,
+# blocks [5, 6, 7, 8, 12] at t = [50, 150, 250], ten MLPs, first-N images of the release's split.
+_base_ = ['./_base_/pixel-ensemble_adm_1xb64.py']
+
+model = dict(
+    num_classes=19, backbone=dict(teacher=dict(pretrained='checkpoints/adm-ffhq')))
+train_dataloader = dict(dataset=dict(name='celeba_19'))
+test_dataloader = dict(dataset=dict(name='celeba_19'))
+test_evaluator = dict(ignore_label=255)

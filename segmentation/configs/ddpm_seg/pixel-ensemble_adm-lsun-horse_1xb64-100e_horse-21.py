@@ -1,0 +1,10 @@
+# ddpm-segmentation pixel-ensemble on horse_21 (21 classes, ignore label 255): ADM lsun-horse
+# teacher, blocks [5, 6, 7, 8, 12] at t = [50, 150, 250], ten MLPs, first-N images of the
+# release's split.
+_base_ = ['./_base_/pixel-ensemble_adm_1xb64.py']
+
+model = dict(
+    num_classes=21, backbone=dict(teacher=dict(pretrained='checkpoints/adm-lsun-horse')))
+train_dataloader = dict(dataset=dict(name='horse_21'))
+test_dataloader = dict(dataset=dict(name='horse_21'))
+test_evaluator = dict(ignore_label=255)

@@ -19,7 +19,8 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TINY_CFG = osp.join(REPO_ROOT, 'tests', 'fixtures', 'configs', 'tiny-resnet18_1xb4-2e_synthetic.py')
 # modules that must not be imported before the arguments are understood
 HEAVY = ('torch', 'mmengine', 'diffusers', 'transformers', 'peft', 'common', 'mmcv', 'mmpretrain',
-         'mmseg', 'mmpose', 'segmentation', 'landmark', 'classification_distill')
+         'mmseg', 'mmpose', 'segmentation', 'landmark', 'classification_distill', 'correspondence',
+         'generation_dmd')
 IMPORT_LINE = re.compile(r'^import time:\s+\d+ \|\s+\d+ \| +(\S+)$')
 
 # tool (relative to tools/) -> arguments with one usage mistake, and what the error says
@@ -63,6 +64,8 @@ ARGUMENT_ERRORS = {
     'analysis/sae_mask_alignment.py': (
         ['cfg.py', 'sae.safetensors', '--data', 'd', '--num-classes', '2', '--dense-fraction',
          '1.5'], '--dense-fraction must be in (0, 1], got 1.5'),
+    'convert/edm_to_safetensors.py': (['network.pkl'],
+                                      'the following arguments are required: OUT_DIR'),
     'convert/hyperfeatures_aggregation.py': (['a.pt', 'b.pt'], 'must end in .safetensors'),
     'precompute_teacher_features.py': ([TINY_CFG, '--out', 'x', '--shard-size', '0'],
                                        '--shard-size must be at least 1, got 0'),

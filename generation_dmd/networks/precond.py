@@ -45,6 +45,8 @@ def build_network(model_type, precond, **kwargs):
 
 
 def _jsonable(value):
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     return value

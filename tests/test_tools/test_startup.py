@@ -64,6 +64,7 @@ ARGUMENT_ERRORS = {
     'analysis/sae_mask_alignment.py': (
         ['cfg.py', 'sae.safetensors', '--data', 'd', '--num-classes', '2', '--dense-fraction',
          '1.5'], '--dense-fraction must be in (0, 1], got 1.5'),
+    'build_dmd_pairs.py': (['cfg.py'], 'the following arguments are required: --out'),
     'convert/edm_to_safetensors.py': (['network.pkl'],
                                       'the following arguments are required: OUT_DIR'),
     'convert/hyperfeatures_aggregation.py': (['a.pt', 'b.pt'], 'must end in .safetensors'),

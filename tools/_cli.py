@@ -401,6 +401,30 @@ def _init_cpu_process_group(launcher, dist_cfg):
                             world_size=int(os.environ['WORLD_SIZE']), **kwargs)
 
 
+def shard_worker(launcher, device=None):
+    """``(rank, world_size, device, barrier)`` of a feature-writing tool (precompute, collect,
+    pairs): one process (``launcher='none'``), or one torchrun worker per GPU
+    (``'pytorch'``: NCCL with CUDA, gloo without; its device ``cuda:LOCAL_RANK``). ``device``:
+    the tool's ``--device`` (default CUDA when available); ``barrier`` is None for one process."""
+    import torch
+    import torch.distributed as dist
+    rank, world_size, barrier = 0, 1, None
+    if launcher == 'pytorch':
+        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+                   if k not in os.environ]
+        if missing:
+            raise UsageError(f'--launcher pytorch needs {", ".join(missing)} in the '
+                             f'environment: start the tool with torchrun.')
+        if not dist.is_initialized():
+            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        barrier = dist.barrier if world_size > 1 else None
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and launcher == 'pytorch':
+        device = f'cuda:{os.environ.get("LOCAL_RANK", "0")}'
+    return rank, world_size, device, barrier
+
+
 def close_distributed():
     """Tear the process group down before the interpreter exits.
 

@@ -72,19 +72,11 @@ def main(argv=None):
             f'{args.config}: pairs has unknown keys {sorted(unknown)} and lacks {sorted(missing)};'
             f' expected pairs=dict(num_classes, per_class, image_shape, num_steps=18, '
             f'base_seed=0). Fix the pairs dict.')
-    import torch
     import generation_dmd
     from mmengine.registry import MODELS
     from generation_dmd.pairs import build_pairs
     assert generation_dmd.load_edm  # importing the package registers the teachers in MODELS
-    rank, world_size, barrier = 0, 1, None
-    if args.launcher == 'pytorch':
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-        rank, world_size, barrier = dist.get_rank(), dist.get_world_size(), dist.barrier
-    device = torch.device(f'cuda:{torch.cuda.current_device()}' if torch.cuda.is_available()
-                          else 'cpu')
+    rank, world_size, device, barrier = _cli.shard_worker(args.launcher)
     from generation_dmd.networks import EDMLoadError
     from generation_dmd.pairs import DMDPairError
     teacher_cfg = cfg.teacher.to_dict() if hasattr(cfg.teacher, 'to_dict') else dict(cfg.teacher)

@@ -95,26 +95,12 @@ def run(args):
     cfg = _cli.load_config(args.config, args.cfg_options)
     sec = section(cfg, args)
 
-    import torch
-    import torch.distributed as dist
     from mmengine.registry import MODELS
 
     from common.io import feature_shards as fs
     from segmentation.sae import collect
 
-    rank, world_size = 0, 1
-    if args.launcher == 'pytorch':
-        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-                   if k not in os.environ]
-        if missing:
-            raise _cli.UsageError(f'--launcher pytorch needs {", ".join(missing)} in the '
-                                  f'environment: start the tool with torchrun.')
-        if not dist.is_initialized():
-            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and args.launcher == 'pytorch':
-        device = f'cuda:{os.environ.get("LOCAL_RANK", "0")}'
+    rank, world_size, device, barrier = _cli.shard_worker(args.launcher, args.device)
 
     keys = fs.list_images(sec['image_root'], sec.get('extensions') or fs.IMAGE_EXTENSIONS,
                           sec.get('num_images'), sec['seed'], kind=collect.KIND)
@@ -136,7 +122,7 @@ def run(args):
         teacher, sec['image_root'], args.out, size=sec['size'], teacher_cfg=teacher_cfg,
         keys=keys, rank=rank, world_size=world_size, shard_size=args.shard_size,
         dtype=args.dtype, batch_size=args.batch_size,
-        barrier=dist.barrier if world_size > 1 else None, show_progress=rank == 0)
+        barrier=barrier, show_progress=rank == 0)
     print(f'{PROG}: rank {rank}: {len(writer.written)} new shard(s), {len(writer.done)} images '
           f'in complete shards' + (f'; manifest {os.path.join(args.out, fs.MANIFEST)}'
                                    if rank == 0 else ''), flush=True)

@@ -101,8 +101,6 @@ def run(args):
     cfg = _cli.load_config(args.config, args.cfg_options)
     pre = precompute_settings(cfg, args.images)
 
-    import torch
-    import torch.distributed as dist
     from mmengine.registry import MODELS
 
     import importlib
@@ -111,19 +109,7 @@ def run(args):
     for name in ('correspondence', 'correspondence.datasets.unlabeled'):
         importlib.import_module(name)
 
-    rank, world_size = 0, 1
-    if args.launcher == 'pytorch':
-        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
-                   if k not in os.environ]
-        if missing:
-            raise _cli.UsageError(f'--launcher pytorch needs {", ".join(missing)} in the '
-                                  f'environment: start the tool with torchrun.')
-        if not dist.is_initialized():
-            dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and args.launcher == 'pytorch':
-        device = f'cuda:{os.environ.get("LOCAL_RANK", "0")}'
+    rank, world_size, device, barrier = _cli.shard_worker(args.launcher, args.device)
 
     keys = ts.list_images(pre['image_root'], pre.get('extensions') or ts.IMAGE_EXTENSIONS,
                           pre.get('num_images'), pre['seed'])
@@ -145,7 +131,7 @@ def run(args):
     writer = ts.write_shards(
         args.out, keys, compute, settings, rank=rank, world_size=world_size,
         shard_size=args.shard_size, dtype=args.dtype, batch_size=args.batch_size,
-        barrier=dist.barrier if world_size > 1 else None,
+        barrier=barrier,
         info=dict(image_root=os.path.abspath(os.path.expanduser(pre['image_root'])),
                   config=os.path.abspath(args.config)),
         show_progress=rank == 0)

@@ -86,6 +86,9 @@ class DiffusersDenoiser(torch.nn.Module):
                              f"('interpolate' feeds fractional timesteps, 'nearest' snaps to "
                              f'the nearest training timestep).')
         self.unet = unet
+        # Kept so the denoiser can be written back as a pipeline folder (save_generator).
+        self.scheduler_class = type(scheduler).__name__
+        self.scheduler_config = dict(getattr(scheduler, 'config', {}) or {})
         self.prediction_type = prediction_type
         self.timestep = timestep
         abar = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64)

@@ -19,7 +19,6 @@ toolkit's EDM networks.
 import collections
 import hashlib
 import io
-import json
 import os
 import os.path as osp
 import pickle
@@ -329,6 +328,8 @@ def convert_edm_pickle(path, out_dir, key='ema', overwrite=False):
 
     from common.io.atomic import atomic_write_text
     from common.io.atomic_folder import atomic_folder, check_destination
+
+    from ..networks.loading import dumps_json
     check_destination(out_dir, overwrite)  # before reading a large file
     path = os.fspath(path)
     record = select_network(read_edm_pickle(path), key, path)
@@ -350,5 +351,5 @@ def convert_edm_pickle(path, out_dir, key='ema', overwrite=False):
             raise EDMPickleError(f'the written model.safetensors does not read back equal '
                                  f'({bad[:5]}); nothing was written to {out_dir}.')
         atomic_write_text(osp.join(tmp, 'config.json'),
-                          json.dumps(config, indent=2, sort_keys=False) + '\n', fsync=False)
+                          dumps_json(config, sort_keys=False) + '\n', fsync=False)
     return config, tensors

@@ -8,8 +8,15 @@ constructor keywords of NVlabs/edm's network (``img_resolution``, ``img_channels
 ``init_args`` list is passed positionally; other entries such as ``source`` are ignored); the
 weights are loaded with ``strict=True`` (every key and shape must match), and the network is
 returned in eval mode.
+
+``config.json`` is standard JSON (``allow_nan=False``): a non-finite float such as EDMPrecond's
+default ``sigma_max=inf`` is written as ``{"__float__": "inf"}`` (``"-inf"``, ``"nan"``) and
+decoded back by :func:`read_config`; older files holding the non-standard tokens ``Infinity`` /
+``NaN`` are still read. :func:`dumps_json` / :func:`loads_json` are that encoding for any other
+JSON file of the package.
 """
 import json
+import math
 import os
 import os.path as osp
 
@@ -22,6 +29,8 @@ CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
 LOADABLE = {**PRECONDITIONERS, **NETWORKS}
 SHOWN_KEYS = 5
+FLOAT_TAG = '__float__'
+_NONFINITE = {'inf': float('inf'), '-inf': float('-inf'), 'nan': float('nan')}
 
 
 class EDMLoadError(RuntimeError):
@@ -34,6 +43,42 @@ def _few(keys):
     return shown + (f' (and {len(keys) - SHOWN_KEYS} more)' if len(keys) > SHOWN_KEYS else '')
 
 
+def encode_nonfinite(value):
+    """``value`` with every non-finite float replaced by ``{"__float__": "inf" | "-inf" | "nan"}``
+    (dicts, lists and tuples are walked; tuples become lists), so strict JSON can hold it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {FLOAT_TAG: 'nan' if math.isnan(value) else ('inf' if value > 0 else '-inf')}
+    if isinstance(value, dict):
+        return {key: encode_nonfinite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [encode_nonfinite(item) for item in value]
+    return value
+
+
+def _decode_object(obj):
+    """``json`` object hook: ``{"__float__": "inf"}`` (that one key alone) -> ``float("inf")``."""
+    if len(obj) == 1 and FLOAT_TAG in obj:
+        tag = obj[FLOAT_TAG]
+        if tag not in _NONFINITE:
+            raise ValueError(
+                f'{{"{FLOAT_TAG}": {tag!r}}} is not an encoded float: expected "inf", "-inf" or '
+                f'"nan"')
+        return _NONFINITE[tag]
+    return obj
+
+
+def dumps_json(value, indent=2, sort_keys=True):
+    """Standard JSON text of ``value`` (non-finite floats encoded, ``allow_nan=False``)."""
+    return json.dumps(encode_nonfinite(value), indent=indent, sort_keys=sort_keys,
+                      allow_nan=False)
+
+
+def loads_json(text):
+    """The value of JSON ``text`` written by :func:`dumps_json` (encoded floats decoded); the
+    non-standard tokens ``Infinity``, ``-Infinity`` and ``NaN`` of older files are accepted."""
+    return json.loads(text, object_hook=_decode_object)
+
+
 def read_config(folder):
     """``(class_name, init_args, init_kwargs)`` of ``folder/config.json``, class checked."""
     path = osp.join(folder, CONFIG_NAME)
@@ -44,7 +89,7 @@ def read_config(folder):
             'written by save_edm or by the EDM checkpoint converter.')
     try:
         with open(path, encoding='utf-8') as f:
-            cfg = json.load(f)
+            cfg = loads_json(f.read())
     except (OSError, ValueError) as err:
         raise EDMLoadError(
             f'{path} could not be read as JSON ({err}). Expected '
@@ -159,8 +204,7 @@ def save_edm(net, folder, overwrite=True, metadata=None):
     config = {'class_name': name, 'init_kwargs': net.init_kwargs}
     with atomic_folder(folder, overwrite=overwrite) as tmp:
         with open(osp.join(tmp, CONFIG_NAME), 'w', encoding='utf-8') as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-            f.write('\n')
+            f.write(dumps_json(config) + '\n')
         save_file(tensors, osp.join(tmp, WEIGHTS_NAME),
                   metadata={str(k): str(v) for k, v in (metadata or {}).items()})
     return osp.abspath(osp.expanduser(os.fspath(folder)))
@@ -168,4 +212,5 @@ def save_edm(net, folder, overwrite=True, metadata=None):
 
 
 __all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'LOADABLE', 'EDMLoadError', 'load_edm', 'save_edm',
-           'read_config', 'build_from_config', 'check_weights']
+           'read_config', 'build_from_config', 'check_weights', 'encode_nonfinite', 'dumps_json',
+           'loads_json']

@@ -2,7 +2,9 @@
 
 ``pretrained`` is a local folder or a hub id. A folder is either a pipeline folder (``unet/`` plus
 ``scheduler/`` and, for latent models, ``vae/``, ``text_encoder(_2)/``, ``tokenizer(_2)/``) or a
-bare UNet folder (``config.json`` of a ``UNet2DModel``).
+bare UNet folder (``config.json`` of a ``UNet2DModel``). A text-conditioned pipeline folder may
+lack ``vae/`` only when its UNet works on pixels (``in_channels`` 1 or 3): a pixel-space
+text-to-image model.
 
 The one rule: the noise schedule is never guessed. It comes from the pipeline's
 ``scheduler/scheduler_config.json`` or from an explicit ``noise_schedule`` (a bare UNet folder, or a
@@ -27,6 +29,8 @@ UNET_CLASSES = ('UNet2DModel', 'UNet2DConditionModel')
 NOISE_SCHEDULE_KEYS = ('num_train_timesteps', 'beta_start', 'beta_end', 'beta_schedule',
                        'trained_betas', 'rescale_betas_zero_snr')
 COMPONENT_LIBRARIES = ('diffusers', 'transformers')
+# Image channels of a pixel-space text-conditioned UNet (a pipeline folder without vae/).
+PIXEL_CHANNELS = (1, 3)
 
 
 @dataclasses.dataclass
@@ -172,11 +176,23 @@ def _load_pipeline_folder(folder, dtype, noise_schedule=None):
     vae = load('vae')
     text_encoders = tuple(m for m in (load('text_encoder'), load('text_encoder_2')) if m)
     tokenizers = tuple(m for m in (load('tokenizer'), load('tokenizer_2')) if m)
-    if unet_cls.__name__ == 'UNet2DConditionModel' and (vae is None or not text_encoders):
+    if unet_cls.__name__ == 'UNet2DConditionModel':
+        _check_text_conditioned(folder, unet, vae, text_encoders)
+    return DiffusionComponents(unet, scheduler, vae, text_encoders, tokenizers, source=folder)
+
+
+def _check_text_conditioned(folder, unet, vae, text_encoders):
+    """A text-conditioned UNet needs its text encoder, and a VAE unless it works on pixels
+    (``in_channels`` equal to the image channels, 1 or 3, and no ``vae/``)."""
+    in_channels = unet.config.in_channels
+    pixel_space = vae is None and in_channels in PIXEL_CHANNELS
+    if (vae is None and not pixel_space) or not text_encoders:
         raise TeacherLoadError(
             f'{folder}: a text-conditioned UNet needs vae/, text_encoder/ and tokenizer/ next to '
-            f'unet/ (a Stable Diffusion pipeline folder).')
-    return DiffusionComponents(unet, scheduler, vae, text_encoders, tokenizers, source=folder)
+            f'unet/ (a Stable Diffusion pipeline folder). A pixel-space text-conditioned '
+            f'pipeline (no vae/) is accepted only when the UNet takes images directly '
+            f'(in_channels {" or ".join(map(str, PIXEL_CHANNELS))}); this one has '
+            f'in_channels={in_channels}, text_encoder/: {"yes" if text_encoders else "no"}.')
 
 
 def _load_unet_folder(folder, dtype, noise_schedule=None):

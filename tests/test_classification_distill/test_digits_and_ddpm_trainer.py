@@ -18,7 +18,7 @@ from classification_distill.models.ddpm_trainer import DDPMTrainer
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CFG = osp.join(REPO_ROOT, 'classification_distill', 'configs', 'demo_digits',
-                    'ddpm_unet-tiny_1xb64-20e_digits.py')
+                    'ddpm-vpred_unet-tiny_1xb32-50e_digits.py')
 TINY_UNET = dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
                  layers_per_block=1, down_block_types=('DownBlock2D', 'DownBlock2D'),
                  up_block_types=('UpBlock2D', 'UpBlock2D'), norm_num_groups=8,

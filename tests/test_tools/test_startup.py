@@ -20,7 +20,7 @@ TINY_CFG = osp.join(REPO_ROOT, 'tests', 'fixtures', 'configs', 'tiny-resnet18_1x
 # modules that must not be imported before the arguments are understood
 HEAVY = ('torch', 'mmengine', 'diffusers', 'transformers', 'peft', 'common', 'mmcv', 'mmpretrain',
          'mmseg', 'mmpose', 'segmentation', 'landmark', 'classification_distill', 'correspondence',
-         'generation_dmd')
+         'generation_dmd', 'image_text_matching')
 IMPORT_LINE = re.compile(r'^import time:\s+\d+ \|\s+\d+ \| +(\S+)$')
 
 # tool (relative to tools/) -> arguments with one usage mistake, and what the error says
@@ -65,6 +65,14 @@ ARGUMENT_ERRORS = {
         ['cfg.py', 'sae.safetensors', '--data', 'd', '--num-classes', '2', '--dense-fraction',
          '1.5'], '--dense-fraction must be in (0, 1], got 1.5'),
     'build_dmd_pairs.py': (['cfg.py'], 'the following arguments are required: --out'),
+    'demo_dmd.py': (['--iters', 'x'], "argument --iters: invalid int value: 'x'"),
+    'demo_itm.py': (['--bogus'], 'unrecognized arguments: --bogus'),
+    'export_itm_lora.py': ([TINY_CFG, 'missing.pth', 'out'],
+                           "CHECKPOINT 'missing.pth' does not exist or is not a file"),
+    'itm_playground.py': (['checkpoints/sd21-base', '--timesteps', '0'],
+                          '--timesteps 0: use at least 1'),
+    'dataset_converters/refcocog_refs_to_json.py': (['refs.p', 'refs.txt'],
+                                                    "OUT 'refs.txt' must end in .json"),
     'compute_fid_reference.py': (['data/cifar-10-batches-py', 'ref.npz', '--max-images', '1'],
                                  '--max-images must be at least 2, got 1'),
     'export_generator.py': (['cfg.py', 'iter_10.pth', 'out', '--weights', 'last'],

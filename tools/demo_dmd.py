@@ -36,12 +36,12 @@ import _cli  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = 'tools/demo_dmd.py'
-CONFIG = 'generation_dmd/configs/demo_digits/dmd_ddpm-digits_1xb32-500it_digits.py'
+CONFIG = 'generation_dmd/configs/demo_digits/dmd_ddpm-digits_1xb32-450it_digits.py'
 TEACHER_DIR = 'work_dirs/demo/teacher'  # demo_repfusion.DIGITS_TEACHER_DIR
 HEUN_STEPS = 18  # EDM's deterministic sampler: 2 * 18 - 1 = 35 network evaluations
 PAIRS_BASE_SEED = 1  # pair seeds (1 << 48) | index never meet the evaluation seeds 0..N-1
 SETTINGS = dict(  # the full demo, and the --quick smoke run
-    full=dict(num_images=500, classifier_epochs=30, pairs=1000, iters=500, batch_size=32,
+    full=dict(num_images=500, classifier_epochs=30, pairs=500, iters=450, batch_size=32,
               eval_batch=100),
     quick=dict(num_images=16, classifier_epochs=1, pairs=8, iters=2, batch_size=4,
                eval_batch=8))
@@ -201,8 +201,10 @@ def distil_step(run, wd, pipeline, fingerprint, pairs, setting, fresh, step, tot
     iters, batch = setting['iters'], setting['batch_size']
     checkpoint = os.path.join(out, f'iter_{iters}.pth')
     generator = os.path.join(wd, 'generator')
+    with open(os.path.join(ROOT, CONFIG), 'rb') as f:
+        config_sha256 = hashlib.sha256(f.read()).hexdigest()
     wanted = dict(teacher=fingerprint, pairs=pairs, iters=iters, batch_size=batch,
-                  config=CONFIG)
+                  config=CONFIG, config_sha256=config_sha256)
     options = [f'model.teacher.pretrained={pipeline}']
     if not fresh and stamp_matches(out, wanted, checkpoint) and \
             os.path.isfile(os.path.join(generator, 'generator.json')):
@@ -224,13 +226,18 @@ def distil_step(run, wd, pipeline, fingerprint, pairs, setting, fresh, step, tot
     return generator, checkpoint, step
 
 
+def rounded(row, key):
+    """A judge's row with the distance to 4 decimals and the rate to 2 (for results.json)."""
+    return dict(row, **{key: round(row[key], 4), 'recognised_pct': round(row['recognised_pct'], 2)})
+
+
 def evaluate_step(wd, pipeline, generator_dir, judge, setting, step, total):
     """The rows of the table: same seeds, same scoring, timed side by side."""
     import torch
 
     from generation_dmd.adapters import DiffusersDenoiser
     from generation_dmd.demo.digits_classifier import digits_tensors
-    from generation_dmd.demo.evaluate import grid_png, timed_generate
+    from generation_dmd.demo.evaluate import PROXY_KEY, grid_png, timed_generate
     from generation_dmd.generator import OneStepGenerator, load_generator
     from generation_dmd.pairs import pair_latents
     from generation_dmd.sampling import edm_sampler
@@ -253,14 +260,15 @@ def evaluate_step(wd, pipeline, generator_dir, judge, setting, step, total):
         start = time.time()
         images, per_second = timed_generate(sample, seeds, batch,
                                              lambda s: pair_latents(s, shape))
-        row = judge.score(images)
+        row = rounded(judge.score(images), PROXY_KEY)
         row.update(images_per_s=round(per_second, 1), nfe=nfe,
                    grid=grid_png(images[:100], os.path.join(wd, f'{name}.png')))
         rows[name] = row
         print(f'      {ROWS[name]}: {time.time() - start:.0f} s', flush=True)
     real, _ = digits_tensors('train', judge.image_size)
     real = real[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n]]
-    rows['real_train_digits'] = dict(judge.score(real), images_per_s=None, nfe=None,
+    rows['real_train_digits'] = dict(rounded(judge.score(real), PROXY_KEY), images_per_s=None,
+                                     nfe=None,
                                      grid=grid_png(real[:100], os.path.join(wd, 'real.png')))
     return rows
 

@@ -4,9 +4,9 @@ No pretrained Stable Diffusion is reachable offline, so the demo trains its own 
 then runs the subtree's real pieces on it (every step is an ordinary config run by a tool; the
 commands are printed and can be re-run by hand):
 
-1. a text-conditioned pixel DDPM (``UNet2DConditionModel`` with cross-attention at 8 x 8, a
-   2-layer ``CLIPTextModel``, a word-level tokenizer built from the captions) on the digits'
-   training split captioned ``"a handwritten seven"`` (``tools/train.py``; reused when its
+1. a text-conditioned pixel DDPM at 16 x 16 (``UNet2DConditionModel`` with cross-attention at
+   8 x 8, a 1-layer ``CLIPTextModel``, a word-level tokenizer built from the captions) on the
+   digits' training split captioned ``"a handwritten seven"`` (``tools/train.py``; reused when its
    pipeline folder exists), and a sheet of its captioned samples (``samples.png``);
 2. DSD zero-shot (``tools/test.py``, ``DSDMatcher`` / ``DSDScorer``, ``ITMRetrievalMetric``) on
    held-out digits: text retrieval among the ten captions, and binary hard-negative accuracy
@@ -43,7 +43,7 @@ import _cli  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = 'tools/demo_itm.py'
 CONFIGS = 'image_text_matching/configs/demo_digits'
-TEXT_DDPM = f'{CONFIGS}/text-ddpm_unet-cond-tiny_1xb64-20e_captioned-digits.py'
+TEXT_DDPM = f'{CONFIGS}/text-ddpm_unet-cond-tiny_1xb64-1500it_captioned-digits.py'
 EVALUATE = f'{CONFIGS}/dsd_text-ddpm-digits_t10_digits-captions10.py'
 LORA = f'{CONFIGS}/dsd-lora_text-ddpm-digits_1xb1-5e_digits-captions10-5pct.py'
 SCORES = ('attention', 'itm', 'dsd')
@@ -52,13 +52,12 @@ TIMESTEPS = 10
 LORA_EPOCHS = 5
 # --quick: every part tiny (a smoke run of the whole path, not a result)
 QUICK = dict(num_test=4, timesteps=2, lora_epochs=1, lora_questions=3, show=2, sample_steps=4,
-             samples_per_caption=1, image_size=16)
-QUICK_TEXT_DDPM = ['model.unet.block_out_channels=(8,16,16)', 'model.unet.sample_size=16',
-                   'model.text_encoder.hidden_size=16', 'model.text_encoder.intermediate_size=32',
+             samples_per_caption=1)
+QUICK_TEXT_DDPM = ['model.unet.block_out_channels=(8,16)', 'model.text_encoder.hidden_size=16',
+                   'model.text_encoder.intermediate_size=32',
                    'model.text_encoder.num_attention_heads=2',
-                   'model.text_encoder.projection_dim=16',
-                   'train_cfg.max_epochs=1', 'train_dataloader.batch_size=16',
-                   '+train_dataloader.dataset.indices=32', 'train_dataloader.dataset.image_size=16']
+                   'model.text_encoder.projection_dim=16', 'train_cfg.max_iters=2',
+                   'train_dataloader.batch_size=16']
 ECHO = ('Epoch(train)', 'Epoch(test)', 'Error', 'error:')
 
 
@@ -279,7 +278,7 @@ def draw_samples(pipeline_dir, path, per_caption, steps):
                   num_inference_steps=steps, generator=torch.Generator().manual_seed(0))
     images = (images * 255).round().astype(np.uint8)
     _, h, w, _ = images.shape
-    scale, pad, margin = 3, 2, 44  # the left margin holds each row's digit word
+    scale, pad, margin = max(1, 96 // h), 2, 44  # the left margin holds each row's digit word
     cell_h, cell_w = h * scale + pad, w * scale + pad
     sheet = Image.new('RGB', (margin + per_caption * cell_w + pad, 10 * cell_h + pad), 'white')
     draw = ImageDraw.Draw(sheet)
@@ -294,7 +293,7 @@ def draw_samples(pipeline_dir, path, per_caption, steps):
         sheet.save(tmp, format='PNG')
 
 
-def draw_heatmaps(pipeline_dir, lora_checkpoint, path, show, timesteps, image_size=None):
+def draw_heatmaps(pipeline_dir, lora_checkpoint, path, show, timesteps):
     """Test digits (one per class, up to ``show``) with the cross-attention map of their caption
     and of their hard negative's caption, before and after LoRA (``DSDScorer.attention_maps``)."""
     import torch
@@ -308,12 +307,12 @@ def draw_heatmaps(pipeline_dir, lora_checkpoint, path, show, timesteps, image_si
     cfg = Config.fromfile(os.path.join(ROOT, LORA))
     cfg.model.scorer.pretrained = pipeline_dir
     cfg.model.scorer.num_timesteps = timesteps
-    cfg.model.scorer.image_size = image_size
     before = MODELS.build(cfg.model.scorer)
     after = MODELS.build(cfg.model)
     state = load_checkpoint(lora_checkpoint, map_location='cpu')
     after.load_state_dict(state.get('state_dict', state))
-    data = DigitsITMDataset(split='test', number=60)
+    data = DigitsITMDataset(split='test', number=60,
+                            image_size=cfg.test_dataloader.dataset.image_size)
     picked, seen = [], set()
     for item in data:
         if item['target'] not in seen:
@@ -381,8 +380,6 @@ def main(argv=None):
 
     common = [f'model.scorer.pretrained={pipeline}', f'model.scorer.num_timesteps={args.timesteps}',
               f'test_dataloader.dataset.number={args.num_test}']
-    if args.quick:  # the quick model is trained at 16 x 16: the scorer resizes the digits
-        common.append(f'model.scorer.image_size={QUICK["image_size"]}')
     with timed('evaluate_before', steps):
         before = evaluate(3, total, f'DSD zero-shot on {args.num_test} held-out digits (10 '
                           f'captions each)', EVALUATE, None, os.path.join(wd, 'before'), common)
@@ -404,7 +401,7 @@ def main(argv=None):
           f'{_shown(os.path.join(wd, "heatmaps.png"))}', flush=True)
     with timed('heatmaps', steps):
         draw_heatmaps(pipeline, checkpoint, os.path.join(wd, 'heatmaps.png'), args.show,
-                      args.timesteps, quick.get('image_size'))
+                      args.timesteps)
 
     from image_text_matching.demo import HARD_NEGATIVES, DigitsITMDataset
     lora_questions = QUICK['lora_questions'] if args.quick else len(

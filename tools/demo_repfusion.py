@@ -37,7 +37,7 @@ import _cli  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = 'tools/demo_repfusion.py'
 CONFIGS = 'classification_distill/configs/demo_digits'
-TEACHER = f'{CONFIGS}/ddpm-vpred_unet-tiny_1xb32-50e_digits.py'
+TEACHER = f'{CONFIGS}/ddpm-vpred_unet-tiny_1xb32-40e_digits.py'
 DISTILL = {
     'repfusion_fixed_t': f'{CONFIGS}/repfusion-fixed-t100_resnet18-w16_1xb64-20e_digits.py',
     'repfusion_policy': f'{CONFIGS}/repfusion-policy_resnet18-w16_1xb64-20e_digits.py',
@@ -90,7 +90,7 @@ def digits_teacher_pipeline(teacher, step, total):
         print(f'[{step}/{total}] teacher pipeline exists at {pipeline} (the digits teacher of '
               '`make demo`)')
     else:
-        run(step, total, 'train the DDPM teacher on the digits (train split; about 5.5 min)',
+        run(step, total, 'train the DDPM teacher on the digits (train split; about 6 min)',
             ['tools/train.py', TEACHER, '--work-dir', DIGITS_TEACHER_DIR],
             os.path.join(ROOT, DIGITS_TEACHER_DIR, 'train.log'))
     return pipeline

@@ -1,9 +1,24 @@
 """``DDPMTrainer``: train a small pixel DDPM (a diffusers ``UNet2DModel``) as an mmengine model.
 
-The loss is the standard epsilon-prediction objective of Ho et al. (2020): for images ``x0`` in
-[-1, 1] (the data preprocessor maps 0..255 there), a timestep ``t`` drawn uniformly from
-``[0, num_train_timesteps)`` and Gaussian noise ``eps``, ``loss = mse(unet(x_t, t), eps)`` with
-``x_t = scheduler.add_noise(x0, eps, t)``.
+For images ``x0`` in [-1, 1] (the data preprocessor maps 0..255 there), a timestep ``t`` drawn
+uniformly from ``[0, num_train_timesteps)``, Gaussian noise ``eps`` and
+``x_t = scheduler.add_noise(x0, eps, t)``, the loss is ``mse(unet(x_t, t), target)`` where the
+target is chosen by ``prediction_type``:
+
+- ``'epsilon'``: the noise (Ho et al., 2020);
+- ``'v_prediction'``: ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho, 2022). The
+  digits demo teacher predicts v. Why (measured, see generation_dmd/README.md): a GroupNorm UNet
+  predicting ``eps`` cannot reproduce the noise's per-image, per-channel MEAN (the last GroupNorm
+  before ``conv_out`` removes it; at sigma 10-80 it keeps about 1/6 of it). Ancestral DDPM/DDIM
+  sampling hides this by clipping its x0 estimate, but EDM's Heun ODE
+  (``generation_dmd.sampling.edm_sampler``) integrates the missing mean from sigma 80 down to 0
+  and every sample ends as a saturated colour field. Predicting v asks the UNet for the CLEAN
+  image at high noise, whose mean is learnable, and a one-step generator ``D(80 z; 80) ~ -v`` is
+  well conditioned.
+
+The exported pipeline's scheduler carries ``prediction_type``, so every reader
+(``DiffusersDenoiser``, diffusers' pipelines and schedulers, the export hook's sample grid)
+interprets the UNet correctly.
 
 The model keeps an exponential moving average of the UNet weights (``ema_decay``), updated after
 every optimizer step in :meth:`DDPMTrainer.train_step`; :meth:`DDPMTrainer.export_pipeline` hands
@@ -26,6 +41,7 @@ from mmengine.model import BaseModel
 from mmengine.registry import MODELS
 
 DEFAULT_PREPROCESSOR = dict(type='ImgDataPreprocessor', mean=[127.5] * 3, std=[127.5] * 3)
+PREDICTION_TYPES = ('epsilon', 'v_prediction')
 
 
 @MODELS.register_module()
@@ -35,7 +51,9 @@ class DDPMTrainer(BaseModel):
     Args:
         unet (dict): ``diffusers.UNet2DModel`` keyword arguments.
         scheduler (dict): ``diffusers.DDPMScheduler`` keyword arguments (default: the standard
-            1000-step linear schedule). Only ``prediction_type='epsilon'`` is trained.
+            1000-step linear schedule), without ``prediction_type``.
+        prediction_type (str): what the UNet predicts: ``'epsilon'`` (default) or
+            ``'v_prediction'``; written into the exported scheduler.
         ema_decay (float | None): decay of the EMA of the UNet weights; None turns EMA off.
         ema_warmup (bool): use ``min(ema_decay, (1 + n) / (10 + n))`` at update ``n`` so that a
             short run's EMA is not dominated by the random initial weights.
@@ -46,6 +64,7 @@ class DDPMTrainer(BaseModel):
     def __init__(self,
                  unet,
                  scheduler=None,
+                 prediction_type='epsilon',
                  ema_decay=0.999,
                  ema_warmup=True,
                  data_preprocessor=None,
@@ -53,12 +72,19 @@ class DDPMTrainer(BaseModel):
         from diffusers import DDPMScheduler, UNet2DModel
         super().__init__(data_preprocessor=data_preprocessor or dict(DEFAULT_PREPROCESSOR),
                          init_cfg=init_cfg)
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f'DDPMTrainer: prediction_type={prediction_type!r}; expected one of '
+                f'{PREDICTION_TYPES}. Fix model.prediction_type in the config.')
+        scheduler = dict(scheduler or dict(num_train_timesteps=1000))
+        if 'prediction_type' in scheduler:
+            raise ValueError(
+                f"DDPMTrainer: scheduler.prediction_type={scheduler['prediction_type']!r} is set "
+                f'by the model argument prediction_type instead (default epsilon); remove it '
+                f'from model.scheduler and write model.prediction_type=... .')
         self.unet = UNet2DModel(**unet)
-        self.noise_scheduler = DDPMScheduler(**(scheduler or dict(num_train_timesteps=1000)))
-        prediction = self.noise_scheduler.config.prediction_type
-        if prediction != 'epsilon':
-            raise ValueError(f"DDPMTrainer trains prediction_type='epsilon' only; the scheduler "
-                             f'config says {prediction!r}.')
+        self.noise_scheduler = DDPMScheduler(**scheduler, prediction_type=prediction_type)
+        self.prediction_type = prediction_type
         if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
             raise ValueError(f'ema_decay must be in (0, 1) or None, got {ema_decay}.')
         self.ema_decay = None if ema_decay is None else float(ema_decay)
@@ -90,8 +116,10 @@ class DDPMTrainer(BaseModel):
 
     def loss(self, inputs, data_samples=None):
         x_t, t, eps = self.noisy_batch(inputs)
+        target = eps if self.prediction_type == 'epsilon' else \
+            self.noise_scheduler.get_velocity(inputs, eps, t)
         pred = self.unet(x_t, t, return_dict=False)[0]
-        return dict(loss=F.mse_loss(pred.float(), eps.float()))
+        return dict(loss=F.mse_loss(pred.float(), target.float()))
 
     def forward(self, inputs, data_samples=None, mode='tensor'):
         if mode == 'loss':

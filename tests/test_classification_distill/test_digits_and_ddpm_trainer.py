@@ -18,7 +18,7 @@ from classification_distill.models.ddpm_trainer import DDPMTrainer
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_CFG = osp.join(REPO_ROOT, 'classification_distill', 'configs', 'demo_digits',
-                    'ddpm-vpred_unet-tiny_1xb32-50e_digits.py')
+                    'ddpm-vpred_unet-tiny_1xb32-40e_digits.py')
 TINY_UNET = dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16),
                  layers_per_block=1, down_block_types=('DownBlock2D', 'DownBlock2D'),
                  up_block_types=('UpBlock2D', 'UpBlock2D'), norm_num_groups=8,
@@ -159,8 +159,29 @@ def test_ddpm_trainer_preprocessing_and_modes():
     assert model(data['inputs'], data['data_samples'], mode='predict') == data['data_samples']
     assert model.ema_unet is None
     assert torch.equal(model.export_unet().conv_in.weight, model.unet.conv_in.weight)
-    with pytest.raises(ValueError, match='epsilon'):
+    with pytest.raises(ValueError, match='remove it from model.scheduler'):
         DDPMTrainer(unet=TINY_UNET, scheduler=dict(prediction_type='v_prediction'))
+
+
+def test_ddpm_trainer_v_prediction_targets_velocity_and_exports_it():
+    torch.manual_seed(0)
+    model = _tiny_trainer(prediction_type='v_prediction')
+    x0 = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.manual_seed(2)
+    loss = model.loss(x0)['loss']
+    torch.manual_seed(2)
+    x_t, t, eps = model.noisy_batch(x0)
+    abar = model.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    velocity = abar.sqrt() * eps - (1 - abar).sqrt() * x0  # Salimans & Ho's v, by hand
+    with torch.no_grad():
+        expected = ((model.unet(x_t, t).sample - velocity) ** 2).mean()
+        eps_loss = ((model.unet(x_t, t).sample - eps) ** 2).mean()
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert float(expected) != pytest.approx(float(eps_loss), rel=1e-3)  # not the eps target
+    assert model.export_pipeline().scheduler.config.prediction_type == 'v_prediction'
+    assert _tiny_trainer().export_pipeline().scheduler.config.prediction_type == 'epsilon'
+    with pytest.raises(ValueError, match="prediction_type='x0'; expected one of"):
+        _tiny_trainer(prediction_type='x0')
 
 
 # ---------------------------------------------------------------------- the export hook

@@ -83,31 +83,6 @@ def test_timed_generate_clips_and_counts_images():
     assert images.max() == 1.0 and per_second > 0
 
 
-# ------------------------------------------------------------------------ v-prediction teacher
-def test_vprediction_trainer_targets_velocity_and_exports_it(tmp_path):
-    from generation_dmd.demo.ddpm_trainer import VPredictionDDPMTrainer
-    unet = dict(sample_size=8, in_channels=3, out_channels=3, block_out_channels=(8, ),
-                layers_per_block=1, down_block_types=('DownBlock2D', ),
-                up_block_types=('UpBlock2D', ), norm_num_groups=4)
-    torch.manual_seed(0)
-    model = VPredictionDDPMTrainer(unet=unet)
-    x0 = torch.rand(2, 3, 8, 8) * 2 - 1
-    torch.manual_seed(2)
-    loss = model.loss(x0)['loss']
-    torch.manual_seed(2)
-    x_t, t, eps = model.noisy_batch(x0)
-    abar = model.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-    velocity = abar.sqrt() * eps - (1 - abar).sqrt() * x0  # Salimans & Ho's v, by hand
-    with torch.no_grad():
-        expected = ((model.unet(x_t, t).sample - velocity) ** 2).mean()
-    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
-    assert model.export_pipeline().scheduler.config.prediction_type == 'v_prediction'
-    with pytest.raises(ValueError, match="prediction_type='x0'; expected one of"):
-        VPredictionDDPMTrainer(unet=unet, prediction_type='x0')
-    with pytest.raises(ValueError, match='remove it from model.scheduler'):
-        VPredictionDDPMTrainer(unet=unet, scheduler=dict(prediction_type='epsilon'))
-
-
 # ------------------------------------------------------------------------ the demo, end to end
 def test_demo_quick_runs_end_to_end(tools_kit, tmp_path):
     teacher = save_ddpm_pipeline(str(tmp_path / 'teacher'), sample_size=8)

@@ -15,24 +15,25 @@ from image_text_matching.demo import (DIGIT_WORDS, HARD_NEGATIVES, DigitsITMData
                                       TextDDPMTrainer, build_word_tokenizer, digit_captions,
                                       nearest_mean_digit)
 
-TINY = dict(
-    unet=dict(sample_size=16, in_channels=3, out_channels=3, block_out_channels=(8, 16, 16),
-              layers_per_block=1, down_block_types=('DownBlock2D', 'DownBlock2D',
-                                                    'CrossAttnDownBlock2D'),
-              up_block_types=('CrossAttnUpBlock2D', 'UpBlock2D', 'UpBlock2D'), norm_num_groups=8,
-              attention_head_dim=8),
-    text_encoder=dict(hidden_size=16, intermediate_size=32, num_attention_heads=2,
-                      num_hidden_layers=1),
-    captions=digit_captions())
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TEXT_DDPM = 'image_text_matching/configs/demo_digits/text-ddpm_unet-cond-tiny_1xb64-1500it_' \
+    'captioned-digits.py'
+
+
+def _demo_model_cfg():
+    """The model of the demo's text-DDPM config (a 0.25 M-weight UNet: cheap to build)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO, TEXT_DDPM)).model.to_dict()
+    return {k: v for k, v in cfg.items() if k not in ('type', 'data_preprocessor')}
 
 
 class _Sample(dict):
     """Stands for mmpretrain's DataSample: ``.get('caption')``."""
 
 
-def _tiny_trainer(**kwargs):
+def _demo_trainer(**kwargs):
     torch.manual_seed(0)
-    return TextDDPMTrainer(**dict(TINY, **kwargs))
+    return TextDDPMTrainer(**dict(_demo_model_cfg(), **kwargs))
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -86,7 +87,7 @@ def test_hard_negatives_are_the_nearest_mean_digits_of_the_training_split():
 
 # ---------------------------------------------------------------- the trainer
 def test_loss_is_the_caption_conditioned_epsilon_objective():
-    model = _tiny_trainer(caption_dropout=0.0).eval()
+    model = _demo_trainer(caption_dropout=0.0).eval()
     x0 = torch.rand(3, 3, 16, 16) * 2 - 1
     samples = [_Sample(caption=c) for c in ('a handwritten one', 'a handwritten two', '')]
     torch.manual_seed(5)
@@ -106,7 +107,7 @@ def test_loss_is_the_caption_conditioned_epsilon_objective():
 
 
 def test_caption_dropout_and_ema():
-    model = _tiny_trainer(caption_dropout=0.5).train()
+    model = _demo_trainer(caption_dropout=0.5).train()
     torch.manual_seed(1)
     dropped = model.drop_captions(['x'] * 8)
     torch.manual_seed(1)
@@ -126,7 +127,7 @@ def test_caption_dropout_and_ema():
 
 def test_exported_pipeline_loads_like_a_downloaded_one(tmp_path):
     from common.teachers.loading import load_diffusion_components
-    model = _tiny_trainer()
+    model = _demo_trainer()
     model.update_ema()
     folder = str(tmp_path / 'pipeline')
     model.export_pipeline().save_pretrained(folder)
@@ -145,10 +146,10 @@ def test_exported_pipeline_loads_like_a_downloaded_one(tmp_path):
             ids.repeat(2, 1)).last_hidden_state).sample
         loaded = parts.unet(x, t, encoder_hidden_states=text).sample
     torch.testing.assert_close(loaded, ours)
-    # DSD's default layers: the last cross-attention block of down / mid / up
+    # DSD's default layers: the last cross-attention block of down / mid / up, all at 8 x 8
     from image_text_matching.models import DSDScorer
     scorer = DSDScorer(pretrained=folder, num_timesteps=2)
-    assert scorer.layers == ['down_blocks.2.attentions.0.transformer_blocks.0.attn2',
+    assert scorer.layers == ['down_blocks.1.attentions.0.transformer_blocks.0.attn2',
                              'mid_block.attentions.0.transformer_blocks.0.attn2',
                              'up_blocks.0.attentions.0.transformer_blocks.0.attn2',
                              'up_blocks.0.attentions.1.transformer_blocks.0.attn2']

@@ -32,7 +32,7 @@ train_dataloader = dict(
     num_workers=0,
     persistent_workers=False,
     dataset=dict(_delete_=True, type='DigitsITMDataset', split='train', few_shot=0.05,
-                 image_size=32, template='a handwritten {}'))
+                 image_size=16, template='a handwritten {}'))
 val_dataloader = None
 val_evaluator = None
 val_cfg = None

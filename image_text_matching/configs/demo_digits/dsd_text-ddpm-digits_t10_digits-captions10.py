@@ -13,7 +13,7 @@
 # |-----------|---------------------------------------------------------------|----------------|
 # | model     | work_dirs/demo_itm/text_ddpm/pipeline (pixels, no VAE)        | step 1         |
 # | layers    | dsd_default: last cross-attention block of down / mid / up    | DSD's default  |
-# |           | (down_blocks.2, mid_block, up_blocks.0: 4 attentions, 8 x 8)  |                |
+# |           | (down_blocks.1, mid_block, up_blocks.0: 4 attentions, 8 x 8)  |                |
 # | timesteps | 10 evenly spaced in [10, 990): 10, 110, ..., 910              | budget (DSD 30)|
 # | noise     | common random noise per timestep (seed 0) for all candidates  | DSD / ITM      |
 # | reduction | per sample, padding tokens masked                             | our defaults   |
@@ -39,6 +39,6 @@ model = dict(
 test_dataloader = dict(
     num_workers=0,
     dataset=dict(_delete_=True, type='DigitsITMDataset', split='test', number=200,
-                 image_size=32, template='a handwritten {}'))
+                 image_size=16, template='a handwritten {}'))  # the model's 16 x 16
 test_evaluator = dict(scores=('dsd', 'attention', 'itm'), topk=(1, 5))
 default_hooks = dict(logger=dict(type='LoggerHook', interval=50))

@@ -24,6 +24,24 @@ def median_seconds(fn, repeats=5, warmup=1, device='cpu'):
     return statistics.median(times)
 
 
+def interleaved_median_seconds(fns, repeats=5, warmup=1, device='cpu'):
+    """Median wall time of each of ``fns`` over ``repeats`` rounds, the calls alternating
+    (``a, b, a, b, ...``) so that a slow spell of the machine (another process, frequency
+    scaling) hits every side alike and their ratio stays fair; ``warmup`` untimed rounds first."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync(device)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
 def device_name(device):
     if torch.device(device).type == 'cuda':
         return torch.cuda.get_device_name(0)

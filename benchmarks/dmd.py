@@ -22,10 +22,11 @@ Networks (EDMPrecond + SongUNet DDPM++ at 32 x 32, 10 classes, random weights):
   cpu      (default) the same layout shrunk to 32 channels, channel_mult [1, 2], 1 block.
 LPIPS-VGG has random weights here (no download; the cost is the real network's); pass
 ``--regression l2`` for the offline stand-in instead. Times are medians of ``--repeats`` after
-``--warmup`` calls, the device synchronised around each.
+``--warmup`` calls, the device synchronised around each; the two samplers alternate call by
+call, so a slow spell of the machine hits both alike.
 
     python benchmarks/dmd.py [--preset cpu|cifar10] [--device cpu|cuda] [--batch 16]
-        [--train-batch 4] [--steps 18] [--repeats 3] [--regression lpips|l2] [--skip-train]
+        [--train-batch 4] [--steps 18] [--repeats 5] [--regression lpips|l2] [--skip-train]
         [--json OUT.json]
 """
 import os
@@ -54,7 +55,7 @@ PRESETS = {
                     what="EDM's CIFAR-10 DDPM++ (128 ch, [2, 2, 2], 4 blocks, attention 16x16)"),
     'cpu': dict(net=dict(DDPMPP, model_channels=32, channel_mult=[1, 2], num_blocks=1,
                          attn_resolutions=[16]),
-                batch=16, train_batch=4, repeats=3,
+                batch=16, train_batch=4, repeats=5,
                 what='DDPM++ shrunk for CPUs (32 ch, [1, 2], 1 block, attention 16x16)'),
 }
 TARGET_RATIO = 30.0
@@ -73,7 +74,7 @@ def parse_args(argv=None):
                         'cpu 4, cifar10 64)')
     parser.add_argument('--steps', type=int, default=18,
                         help='Heun steps of the teacher (default 18 = 35 evaluations)')
-    parser.add_argument('--repeats', type=int, help='timed calls, median (default: cpu 3, '
+    parser.add_argument('--repeats', type=int, help='timed calls, median (default: cpu 5, '
                         'cifar10 5)')
     parser.add_argument('--warmup', type=int, default=1, help='untimed calls first (default 1)')
     parser.add_argument('--regression', choices=('lpips', 'l2'), default='lpips',
@@ -133,10 +134,12 @@ def bench_sampling(net, args):
     ids = torch.arange(args.batch, device=args.device) % NUM_CLASSES
     labels = torch.nn.functional.one_hot(ids, NUM_CLASSES).float()
     nfe = 2 * args.steps - 1
-    with torch.no_grad():
-        one = timed(lambda: generator(latents, ids), args)
-        heun = timed(lambda: edm_sampler(generator.net, latents, labels, num_steps=args.steps),
-                     args)
+    from _timing import interleaved_median_seconds
+    with torch.no_grad():  # alternating calls: both sides see the same machine state
+        one, heun = interleaved_median_seconds(
+            [lambda: generator(latents, ids),
+             lambda: edm_sampler(generator.net, latents, labels, num_steps=args.steps)],
+            repeats=args.repeats, warmup=args.warmup, device=args.device)
     rows = [dict(sampler='one-step generator (sigma 80)', nfe=1, batch=args.batch,
                  seconds=one, images_per_s=args.batch / one),
             dict(sampler=f'EDM Heun, {args.steps} steps', nfe=nfe, batch=args.batch,

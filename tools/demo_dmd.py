@@ -36,12 +36,12 @@ import _cli  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROG = 'tools/demo_dmd.py'
-CONFIG = 'generation_dmd/configs/demo_digits/dmd_ddpm-digits_1xb32-450it_digits.py'
+CONFIG = 'generation_dmd/configs/demo_digits/dmd_ddpm-digits_1xb32-350it_digits.py'
 TEACHER_DIR = 'work_dirs/demo/teacher'  # demo_repfusion.DIGITS_TEACHER_DIR
 HEUN_STEPS = 18  # EDM's deterministic sampler: 2 * 18 - 1 = 35 network evaluations
 PAIRS_BASE_SEED = 1  # pair seeds (1 << 48) | index never meet the evaluation seeds 0..N-1
 SETTINGS = dict(  # the full demo, and the --quick smoke run
-    full=dict(num_images=500, classifier_epochs=30, pairs=500, iters=450, batch_size=32,
+    full=dict(num_images=500, classifier_epochs=30, pairs=400, iters=350, batch_size=32,
               eval_batch=100),
     quick=dict(num_images=16, classifier_epochs=1, pairs=8, iters=2, batch_size=4,
                eval_batch=8))

@@ -4,7 +4,7 @@
 # (tools/demo_dmd.py), or by hand:
 #   python tools/build_dmd_pairs.py THIS_CONFIG --out work_dirs/demo_dmd/pairs
 #   python tools/train.py           THIS_CONFIG --work-dir work_dirs/demo_dmd/dmd
-#   python tools/test.py            THIS_CONFIG work_dirs/demo_dmd/dmd/iter_450.pth
+#   python tools/test.py            THIS_CONFIG work_dirs/demo_dmd/dmd/iter_350.pth
 # (tools/test.py needs the demo's classifier and reference images, which tools/demo_dmd.py
 # writes; its number is a PROXY, see the evaluator below).
 #
@@ -16,10 +16,10 @@
 # |                  |                                                           | starts at 0.0100013         |
 # | DM loss          | indices 20..980 of the grid, normaliser of the paper      | DMD                         |
 # | fake score loss  | EDM weighting, uniform over the grid, every step          | DMD (ratio 1)               |
-# | regression       | L2 weight 2.5 on 500 teacher pairs (Heun 18 steps)        | LPIPS weights are offline;  |
+# | regression       | L2 weight 2.5 on 400 teacher pairs (Heun 18 steps)        | LPIPS weights are offline;  |
 # |                  |                                                           | weight: README, ablation    |
 # | optimisers       | AdamW, generator 1e-4 / fake score 2e-4, wd 0.01, clip 10 | short run: see README       |
-# | batch, schedule  | 32, 450 iterations, constant lr                           | demo budget (2 CPU cores)   |
+# | batch, schedule  | 32, 350 iterations, constant lr                           | demo budget (2 CPU cores)   |
 # | EMA              | 0.99 with warm-up, sampled at test time                   | short run                   |
 _base_ = ['../_base_/default_runtime.py']
 
@@ -29,10 +29,10 @@ classifier = 'work_dirs/demo_dmd/classifier'  # written by tools/demo_dmd.py
 reference_images = 'work_dirs/demo_dmd/digits_test_uint8.npy'  # the 600 held-out digits
 
 # `teacher` and `pairs` are read by tools/build_dmd_pairs.py; the teacher is unconditional, so
-# the pairs are one "class" of 500 noises, seeds (1 << 48) | index: never the evaluation's
+# the pairs are one "class" of 400 noises, seeds (1 << 48) | index: never the evaluation's
 # seeds 0..N-1.
 teacher = dict(type='DiffusersDenoiser', pretrained=teacher_pipeline)
-pairs = dict(num_classes=1, per_class=500, image_shape=(3, 32, 32), num_steps=18, base_seed=1)
+pairs = dict(num_classes=1, per_class=400, image_shape=(3, 32, 32), num_steps=18, base_seed=1)
 noise_grid = dict(num_timesteps=1000, sigma_min=0.0101, sigma_max=80.0)
 
 model = dict(
@@ -67,7 +67,7 @@ optim_wrapper = dict(
                     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=0.01, betas=(0.9, 0.999))))
 param_scheduler = dict(generator=[dict(type='ConstantLR', factor=1.0, by_epoch=False)],
                        fake_score=[dict(type='ConstantLR', factor=1.0, by_epoch=False)])
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=450)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=350)
 
 # A PROXY evaluation (never called FID): 500 one-step images, the penultimate features of the
 # demo's digits classifier, statistics of the digits test split.

@@ -304,6 +304,17 @@ def check_local_file(path, what):
                        f'{os.getcwd()!r}).')
 
 
+def check_export_paths(parser, args):
+    """The export tools' CHECKPOINT / OUT_DIR rules: the checkpoint is an existing file, and an
+    existing OUT_DIR is replaced only with ``--overwrite`` (a ``parser.error`` otherwise)."""
+    if not osp.isfile(args.checkpoint):
+        parser.error(f'CHECKPOINT {args.checkpoint!r} does not exist or is not a file (relative '
+                     f'paths are resolved from {os.getcwd()!r})')
+    if osp.lexists(args.out_dir) and not args.overwrite:
+        parser.error(f'OUT_DIR {args.out_dir!r} already exists; pass --overwrite to replace it '
+                     f'or choose another folder')
+
+
 # ----------------------------------------------------------------------------- registries
 
 def resolve_type(registry, type_, scope):

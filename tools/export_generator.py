@@ -22,7 +22,6 @@ before torch, mmengine or ``common`` is imported, so ``--help`` and argument err
 Exit codes: 0 exported, 1 a checkpoint or config that cannot be exported (one paragraph, nothing
 written), 2 a usage error.
 """
-import os
 import os.path as osp
 import sys
 
@@ -55,12 +54,7 @@ def parse_args(argv=None):
                         help='replace an existing OUT_DIR (only once the new one is complete)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        parser.error(f'CHECKPOINT {args.checkpoint!r} does not exist or is not a file (relative '
-                     f'paths are resolved from {os.getcwd()!r})')
-    if osp.lexists(args.out_dir) and not args.overwrite:
-        parser.error(f'OUT_DIR {args.out_dir!r} already exists; pass --overwrite to replace it '
-                     f'or choose another folder')
+    _cli.check_export_paths(parser, args)
     return args
 
 
@@ -132,15 +126,6 @@ def load_into(generator, sub, source, prefix):
     generator.load_state_dict(sub, strict=True)
 
 
-def sha256_of(path, chunk=1 << 20):
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------------ export
 def build_distiller(cfg, config_path):
     """The ``DMDDistiller`` of ``cfg.model``, built in the config's registry scope."""
@@ -166,6 +151,7 @@ def build_distiller(cfg, config_path):
 def export(config, checkpoint, out_dir, weights=None, cfg_options=None, overwrite=False):
     """Export as the command line does; returns ``(out_dir, which, metadata)``."""
     from common.io.checkpoint import load_checkpoint, state_dict_from_checkpoint
+    from common.io.feature_shards import file_sha256
     from generation_dmd.generator import save_generator
     cfg = _cli.load_config(config, cfg_options)
     ckpt = load_checkpoint(checkpoint, map_location='cpu')
@@ -181,7 +167,7 @@ def export(config, checkpoint, out_dir, weights=None, cfg_options=None, overwrit
     load_into(generator, sub, checkpoint, PREFIXES[which])
     generator = generator.to('cpu').eval()
     metadata = dict(source_checkpoint=osp.abspath(checkpoint),
-                    source_sha256=sha256_of(checkpoint),
+                    source_sha256=file_sha256(checkpoint),
                     iteration=meta.get('iter', 'unknown'), epoch=meta.get('epoch', 'unknown'),
                     weights=PREFIXES[which] + '*', config=osp.abspath(config))
     save_generator(generator, out_dir, metadata=metadata, overwrite=overwrite)

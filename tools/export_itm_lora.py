@@ -20,7 +20,6 @@ whose rank is the config's. The arguments are parsed before torch, mmengine or `
 imported, so ``--help`` and argument errors answer at once. Exit codes: 0 exported, 1 a checkpoint
 or config that cannot be exported (one paragraph, nothing written), 2 a usage error.
 """
-import os
 import os.path as osp
 import sys
 
@@ -46,22 +45,8 @@ def parse_args(argv=None):
                         help='replace an existing OUT_DIR (only once the new one is complete)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        parser.error(f'CHECKPOINT {args.checkpoint!r} does not exist or is not a file (relative '
-                     f'paths are resolved from {os.getcwd()!r})')
-    if osp.lexists(args.out_dir) and not args.overwrite:
-        parser.error(f'OUT_DIR {args.out_dir!r} already exists; pass --overwrite to replace it '
-                     f'or choose another folder')
+    _cli.check_export_paths(parser, args)
     return args
-
-
-def sha256_of(path, chunk=1 << 20):
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def lora_settings(cfg, config_path):
@@ -86,6 +71,7 @@ def export(config, checkpoint, out_dir, cfg_options=None, overwrite=False):
 
     from common.io.atomic_folder import atomic_folder
     from common.io.checkpoint import load_checkpoint, state_dict_from_checkpoint
+    from common.io.feature_shards import file_sha256
     from image_text_matching.models.lora import write_lora_file
     from image_text_matching.models.matcher import lora_from_state_dict
     cfg = _cli.load_config(config, cfg_options)
@@ -98,7 +84,7 @@ def export(config, checkpoint, out_dir, cfg_options=None, overwrite=False):
     peft_state, lora_config = lora_from_state_dict(state, lora)
     meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
     meta = meta if isinstance(meta, dict) else {}
-    info = dict(source_checkpoint=osp.abspath(checkpoint), source_sha256=sha256_of(checkpoint),
+    info = dict(source_checkpoint=osp.abspath(checkpoint), source_sha256=file_sha256(checkpoint),
                 iteration=meta.get('iter', 'unknown'), epoch=meta.get('epoch', 'unknown'),
                 config=osp.abspath(config), rank=lora_config['r'],
                 lora_alpha=lora_config['lora_alpha'],

@@ -304,6 +304,15 @@ def check_local_file(path, what):
                        f'{os.getcwd()!r}).')
 
 
+def check_at_least_one(parser, args, names):
+    """``parser.error`` for any of the integer options ``names`` (attribute names) given below 1;
+    options left at None pass."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+
+
 def check_export_paths(parser, args):
     """The export tools' CHECKPOINT / OUT_DIR rules: the checkpoint is an existing file, and an
     existing OUT_DIR is replaced only with ``--overwrite`` (a ``parser.error`` otherwise)."""

@@ -54,10 +54,7 @@ def parse_args(argv=None):
                         help='none (one process) or pytorch (torchrun; gloo without CUDA)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    for name in ('shard_size', 'batch_size', 'num_images'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('shard_size', 'batch_size', 'num_images'))
     return args
 
 

@@ -85,10 +85,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.num_test is not None and not 0 < args.num_test <= 600:
         parser.error(f'--num-test {args.num_test}: use 1..600 (the held-out digits)')
-    for name in ('timesteps', 'lora_epochs', 'show'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('timesteps', 'lora_epochs', 'show'))
     if args.pipeline is not None and not os.path.isfile(
             os.path.join(args.pipeline, 'model_index.json')):
         parser.error(f'--pipeline {args.pipeline}: not a diffusers pipeline folder (no '

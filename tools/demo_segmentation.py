@@ -66,10 +66,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not 0 < args.num_test <= 600:
         parser.error(f'--num-test {args.num_test}: use 1..600 (the held-out digits)')
-    for name in ('sae_images', 'sae_steps', 'max_epochs'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('sae_images', 'sae_steps', 'max_epochs'))
     if args.teacher is not None and not os.path.isfile(
             os.path.join(args.teacher, 'model_index.json')):
         parser.error(f'--teacher {args.teacher}: not a diffusers pipeline folder (no '

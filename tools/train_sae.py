@@ -44,10 +44,7 @@ def parse_args(argv=None):
     parser.add_argument('--device', help='cpu or cuda (default: cuda when available)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    for name in ('steps', 'images_per_batch'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('steps', 'images_per_batch'))
     return args
 
 

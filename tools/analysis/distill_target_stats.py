@@ -115,10 +115,7 @@ def parse_args(argv=None):
     parser.add_argument('--out', metavar='FILE.json', help='also write the statistics here')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    for name in ('batch_size', 'num_images'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('batch_size', 'num_images'))
     if args.noise_draws < 0:
         parser.error(f'--noise-draws must be 0 or more, got {args.noise_draws}')
     return args

@@ -59,10 +59,8 @@ def parse_args(argv=None):
                         help='output folder (default work_dirs/sae_mask_alignment)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    for name in ('num_classes', 'size', 'num_images', 'top_k', 'batch_size'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(
+        parser, args, ('num_classes', 'size', 'num_images', 'top_k', 'batch_size'))
     if not 0 < args.dense_fraction <= 1:
         parser.error(f'--dense-fraction must be in (0, 1], got {args.dense_fraction}')
     if args.class_names and len(args.class_names) != args.num_classes:

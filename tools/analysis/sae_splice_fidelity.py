@@ -59,10 +59,7 @@ def parse_args(argv=None):
                         help='JSON result (default work_dirs/sae_splice_fidelity/splice.json)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    for name in ('num_images', 'size', 'batch_size'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('num_images', 'size', 'batch_size'))
     if args.timesteps and any(t < 0 for t in args.timesteps):
         parser.error(f'--timesteps must be >= 0, got {args.timesteps}')
     if not args.out.endswith('.json'):

@@ -58,11 +58,8 @@ def parse_args(argv=None):
                         help='output folder (default work_dirs/sae_timestep_sweep)')
     _cli.add_cfg_options_arg(parser)
     args = parser.parse_args(argv)
-    for name in ('num_classes', 'size', 'num_train', 'num_test', 'pixels_per_image',
-                 'probe_steps', 'batch_size'):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f'--{name.replace("_", "-")} must be at least 1, got {value}')
+    _cli.check_at_least_one(parser, args, ('num_classes', 'size', 'num_train', 'num_test',
+                                           'pixels_per_image', 'probe_steps', 'batch_size'))
     if any(t < 0 for t in args.timesteps):
         parser.error(f'--timesteps must be >= 0, got {args.timesteps}')
     return args
